@@ -1,0 +1,1 @@
+"""The alerter: consume alert events and notify people by email over SMTP."""

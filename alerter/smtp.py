@@ -1,0 +1,193 @@
+"""SMTP delivery over smtplib, with failures classified as transient or permanent.
+
+Delivery is synchronous: the worker handles one record at a time and may
+commit its offset only after the server has accepted the mail, so a thread
+or an event loop would add hand-offs without adding concurrency.
+"""
+
+import logging
+import smtplib
+import ssl
+from email.message import EmailMessage
+
+from alerter.settings import AlerterSettings
+
+logger = logging.getLogger(__name__)
+
+# The SMTP command whose reply raises each exception, for error messages.
+_COMMANDS = {
+    smtplib.SMTPSenderRefused: "MAIL FROM",
+    smtplib.SMTPDataError: "DATA",
+    smtplib.SMTPHeloError: "EHLO/HELO",
+    smtplib.SMTPAuthenticationError: "AUTH",
+}
+
+
+class DeliveryError(Exception):
+    """A mail was not delivered.
+
+    `retriable` is False only for a 5xx reply to MAIL FROM, RCPT TO or
+    DATA: the server rejected this message, and sending it again would
+    fail the same way. Connection errors, timeouts, 4xx replies and
+    failures while setting up the session (connect, EHLO, STARTTLS, AUTH)
+    are retriable. A setup failure is not caused by the message, and
+    parking messages because of a wrong password would drop every alert.
+    `code` is the SMTP reply code, or None when the server sent no reply.
+    """
+
+    def __init__(self, message: str, *, retriable: bool, code: int | None) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.code = code
+
+
+class SmtpMailer:
+    """An SMTP client that keeps one connection open across mails.
+
+    `smtp_timeout_s` applies to each blocking socket operation: the
+    connect and every command's reply. Not thread-safe.
+    """
+
+    def __init__(self, settings: AlerterSettings) -> None:
+        self.settings = settings
+        self._connection: smtplib.SMTP | None = None
+
+    @property
+    def address(self) -> str:
+        """The server as `host:port`, for log lines."""
+        return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
+
+    def send(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+        """Make one delivery attempt and return the recipients the server rejected.
+
+        The mail counts as delivered when at least one recipient was
+        accepted. The returned dict maps each rejected address to the
+        server's reply code and text. When the server closed the open
+        connection while it sat idle, this opens a new one and tries once
+        more. A connection that breaks after the message data was sent may
+        deliver a mail that a retry then sends again.
+
+        Raises:
+            DeliveryError: no recipient got the mail.
+        """
+        if self._connection is not None:
+            try:
+                return self._connection.send_message(message)
+            except smtplib.SMTPServerDisconnected:
+                logger.debug("SMTP server %s closed the idle connection", self.address)
+                self.close()
+            except OSError as err:
+                self.close()
+                raise classify_error(err) from err
+
+        self._connection = self._open()
+        try:
+            return self._connection.send_message(message)
+        except OSError as err:
+            self.close()
+            raise classify_error(err) from err
+
+    def close(self) -> None:
+        """Send QUIT and close the connection, if one is open."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.quit()
+        except OSError:
+            connection.close()
+
+    def _open(self) -> smtplib.SMTP:
+        settings = self.settings
+
+        # 1. Connect, wrapping the socket in TLS at once for implicit TLS.
+        try:
+            context = None
+            if settings.smtp_security != "none":
+                cafile = settings.smtp_ca_file or None
+                context = ssl.create_default_context(cafile=cafile)
+            if settings.smtp_security == "tls":
+                connection: smtplib.SMTP = smtplib.SMTP_SSL(
+                    settings.smtp_host,
+                    settings.smtp_port,
+                    timeout=settings.smtp_timeout_s,
+                    context=context,
+                )
+            else:
+                connection = smtplib.SMTP(
+                    settings.smtp_host,
+                    settings.smtp_port,
+                    timeout=settings.smtp_timeout_s,
+                )
+        except OSError as err:
+            step = f"connecting to SMTP server {self.address}"
+            raise _setup_error(step, err) from err
+
+        # 2. Greet, upgrade to TLS and log in. starttls() raises rather than
+        # continue in plain text when the server does not offer STARTTLS.
+        try:
+            connection.ehlo_or_helo_if_needed()
+            if settings.smtp_security == "starttls":
+                connection.starttls(context=context)
+                connection.ehlo_or_helo_if_needed()
+            if settings.smtp_user:
+                connection.login(settings.smtp_user, settings.smtp_password)
+        except OSError as err:
+            connection.close()
+            step = f"setting up the SMTP session with {self.address}"
+            raise _setup_error(step, err) from err
+
+        logger.debug("Connected to SMTP server %s", self.address)
+        return connection
+
+
+def classify_error(err: OSError) -> DeliveryError:
+    """Wrap an smtplib or socket error from sending a message as a DeliveryError.
+
+    5xx replies are permanent. 4xx replies, other reply codes, timeouts
+    and connection errors are transient. When the server rejected every
+    recipient, the error is transient if at least one rejection was 4xx.
+    """
+    if isinstance(err, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in err.recipients.values()]
+        rejections = "; ".join(
+            f"{address}: {code} {_text(reply)}"
+            for address, (code, reply) in err.recipients.items()
+        )
+        return DeliveryError(
+            f"SMTP server rejected every recipient (RCPT TO): {rejections}",
+            retriable=any(400 <= code < 500 for code in codes),
+            code=min(codes, default=None),
+        )
+    if isinstance(err, smtplib.SMTPResponseException):
+        command = _COMMANDS.get(type(err), "a command")
+        return DeliveryError(
+            f"SMTP server replied {err.smtp_code} {_text(err.smtp_error)} to {command}",
+            retriable=not 500 <= err.smtp_code < 600,
+            code=err.smtp_code,
+        )
+    if isinstance(err, TimeoutError):
+        reason = f"SMTP server timed out ({err})"
+    elif isinstance(err, smtplib.SMTPServerDisconnected):
+        reason = f"SMTP server closed the connection ({err})"
+    elif isinstance(err, smtplib.SMTPException):
+        reason = f"SMTP error: {err}"
+    else:
+        reason = f"SMTP connection failed: {err}"
+    return DeliveryError(reason, retriable=True, code=None)
+
+
+def _setup_error(step: str, err: OSError) -> DeliveryError:
+    detail = classify_error(err)
+    hint = ""
+    if isinstance(err, smtplib.SMTPAuthenticationError):
+        hint = "; check HBMON_SMTP_USER and HBMON_SMTP_PASSWORD"
+    return DeliveryError(
+        f"{step} failed: {detail}{hint}", retriable=True, code=detail.code
+    )
+
+
+def _text(reply: bytes | str) -> str:
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", errors="replace")
+    return reply

@@ -1,0 +1,1 @@
+"""Shared pieces of the heartbeat monitor: settings, Kafka access, events, logging."""

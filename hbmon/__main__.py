@@ -1,0 +1,5 @@
+import sys
+
+from hbmon.cli import main
+
+sys.exit(main())

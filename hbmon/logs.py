@@ -1,0 +1,38 @@
+"""Logging setup shared by every service."""
+
+import logging
+import time
+
+from hbmon.env import env_str
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Send log lines to stderr in UTC, at HBMON_LOG_LEVEL (default INFO)."""
+    name = (level or env_str("HBMON_LOG_LEVEL", "INFO")).upper()
+    logging.Formatter.converter = time.gmtime
+    logging.basicConfig(level=name, format=_FORMAT, force=True)
+
+
+class RateLimitedLog:
+    """Let a repeated log line through at most once per interval.
+
+    The caller counts every occurrence in metrics; this only keeps the log
+    readable when the same failure repeats thousands of times.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        """Return how many lines were suppressed since the last one, or None."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)

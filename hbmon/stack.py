@@ -1,0 +1,279 @@
+"""The `hbmon stack` role: the whole system on one machine.
+
+It starts a single-node Kafka broker (unless one is given), creates the
+topics, starts a local SMTP server that stores each mail as a file, runs
+ingest, monitor and alerter as child processes, and drives a simulated
+fleet. Ctrl-C stops everything it started, in reverse order.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+import httpx
+
+from hbmon.kafka import KafkaSettings, ensure_topics
+from hbmon.mailbox import LocalMailbox
+from hbmon.simulator import FleetPlan, FleetProgress, format_progress, simulate
+
+HELP = "Start broker, topics, ingest, monitor, alerter, a local mailbox and devices."
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA_SCRIPT = ROOT / "deploy" / "kafka.sh"
+ROLES = ("ingest", "monitor", "alerter")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap",
+        default="",
+        help="use the Kafka broker at this host:port instead of starting one",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=str(ROOT / ".local"),
+        help="folder for the mailbox and the service logs",
+    )
+    parser.add_argument(
+        "--smtp-port", type=int, default=8025, help="port of the local mailbox"
+    )
+    parser.add_argument(
+        "--ingest-port", type=int, default=8080, help="port of the ingest service"
+    )
+    parser.add_argument(
+        "--no-simulate",
+        action="store_true",
+        help="start the services without the simulated fleet",
+    )
+    parser.add_argument(
+        "--keep-broker",
+        action="store_true",
+        help="leave the broker running on exit (when the stack started it)",
+    )
+    plan = FleetPlan()
+    parser.add_argument(
+        "--devices", type=int, default=plan.devices, help="simulated devices"
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=plan.interval_s,
+        help="seconds between two heartbeats of one device; a device is "
+        "DOWN after 3 missed intervals",
+    )
+    parser.add_argument(
+        "--silent-share",
+        type=float,
+        default=plan.silent_share,
+        help="share of devices that go silent, from 0 to 1",
+    )
+    parser.add_argument(
+        "--silence-after",
+        type=float,
+        default=plan.silence_after_s,
+        help="seconds after the start when the silent devices stop posting",
+    )
+    parser.add_argument(
+        "--silence-for",
+        type=float,
+        default=plan.silence_for_s,
+        help="seconds the silent devices stay silent",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(Stack(args).run())
+    except StackError as err:
+        print(f"hbmon stack: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class StackError(RuntimeError):
+    """A part of the local stack failed to start."""
+
+
+class Stack:
+    """The processes and servers of one local stack, and their order."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.state_dir = Path(args.state_dir)
+        self.mail_dir = self.state_dir / "mailbox"
+        self.log_dir = self.state_dir / "logs"
+        self.kafka = replace(
+            KafkaSettings.from_env(),
+            bootstrap_servers=args.bootstrap or "127.0.0.1:9092",
+        )
+        self.started_broker = False
+        self.mailbox: LocalMailbox | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.stop.set)
+        try:
+            await self._start()
+            await self._serve()
+        finally:
+            self._shutdown()
+
+    async def _start(self) -> None:
+        # 1. The broker and the topics.
+        if not self.args.bootstrap:
+            say("Starting Kafka on 127.0.0.1:9092 (the first run downloads the jars)")
+            self._kafka_script("start")
+            self.started_broker = True
+        created = ensure_topics(self.kafka)
+        say(f"Topics ready on {self.kafka.bootstrap_servers}: {created or 'existing'}")
+
+        # 2. The mailbox that stands in for the team's SMTP relay.
+        self.mail_dir.mkdir(parents=True, exist_ok=True)
+        self.mailbox = LocalMailbox(self.mail_dir, port=self.args.smtp_port)
+        self.mailbox.start()
+        say(f"Mailbox on 127.0.0.1:{self.args.smtp_port}, mails in {self.mail_dir}")
+
+        # 3. The three services, each logging to its own file.
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for role in ROLES:
+            self.children[role] = self._spawn(role)
+        await self._wait_for_ingest()
+        say(
+            f"Ingest on http://127.0.0.1:{self.args.ingest_port} "
+            "(metrics: ingest /metrics, monitor :9101, alerter :9102)"
+        )
+        say(f"Service logs in {self.log_dir}; Ctrl-C stops everything")
+
+    async def _serve(self) -> None:
+        tasks = [asyncio.create_task(self._watch_mailbox())]
+        if not self.args.no_simulate:
+            tasks.append(asyncio.create_task(self._simulate()))
+        tasks.append(asyncio.create_task(self._watch_children()))
+        await self.stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _simulate(self) -> None:
+        plan = FleetPlan(
+            url=f"http://127.0.0.1:{self.args.ingest_port}",
+            devices=self.args.devices,
+            interval_s=self.args.interval,
+            silent_share=self.args.silent_share,
+            silence_after_s=self.args.silence_after,
+            silence_for_s=self.args.silence_for,
+        )
+        silent = sorted(plan.silent_ids())
+        say(
+            f"Simulating {plan.devices} devices every {plan.interval_s:g} s; "
+            f"{', '.join(silent) or 'none'} go silent after "
+            f"{plan.silence_after_s:g} s for {plan.silence_for_s:g} s"
+        )
+        await simulate(plan, show_progress=self._show_progress, stop=self.stop)
+
+    def _show_progress(
+        self, plan: FleetPlan, progress: FleetProgress, elapsed: float
+    ) -> None:
+        line = format_progress(plan, progress, elapsed)
+        sys.stdout.write("\r" + line.ljust(100))
+        sys.stdout.flush()
+
+    async def _watch_mailbox(self) -> None:
+        seen: set[Path] = set(self.mail_dir.glob("*.eml"))
+        while True:
+            await asyncio.sleep(1.0)
+            for path in sorted(set(self.mail_dir.glob("*.eml")) - seen):
+                seen.add(path)
+                with path.open("rb") as handle:
+                    mail = BytesParser(policy=policy.default).parse(handle)
+                say(f"Mail to {mail['To']}: {mail['Subject']}  ({path.name})")
+
+    async def _watch_children(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for role, child in self.children.items():
+                if child.poll() is not None:
+                    say(
+                        f"{role} exited with code {child.returncode}; see "
+                        f"{self.log_dir / (role + '.log')}. Stopping the stack."
+                    )
+                    self.stop.set()
+                    return
+
+    # Helpers
+
+    def _kafka_script(self, command: str) -> None:
+        result = subprocess.run([str(KAFKA_SCRIPT), command], check=False)
+        if result.returncode != 0:
+            raise StackError(f"deploy/kafka.sh {command} failed ({result.returncode})")
+
+    def _spawn(self, role: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "HBMON_KAFKA_BOOTSTRAP": self.kafka.bootstrap_servers,
+            "HBMON_INGEST_PORT": str(self.args.ingest_port),
+            "HBMON_SMTP_HOST": "127.0.0.1",
+            "HBMON_SMTP_PORT": str(self.args.smtp_port),
+            "HBMON_SMTP_SECURITY": "none",
+        }
+        with (self.log_dir / f"{role}.log").open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "hbmon", role],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+
+    async def _wait_for_ingest(self, timeout_s: float = 60.0) -> None:
+        url = f"http://127.0.0.1:{self.args.ingest_port}/healthz"
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        return
+                if self.children["ingest"].poll() is not None:
+                    break
+                await asyncio.sleep(0.5)
+        raise StackError(
+            f"ingest did not answer on {url}; see {self.log_dir / 'ingest.log'}"
+        )
+
+    def _shutdown(self) -> None:
+        print()
+        for role in reversed(ROLES):
+            child = self.children.get(role)
+            if child is None or child.poll() is not None:
+                continue
+            say(f"Stopping {role} (pid {child.pid})")
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                say(f"{role} did not stop within 20 s; killing it")
+                child.kill()
+                child.wait()
+        if self.mailbox is not None:
+            self.mailbox.stop()
+        if self.started_broker and not self.args.keep_broker:
+            say("Stopping Kafka")
+            self._kafka_script("stop")
+        say("Stack stopped")
+
+
+def say(line: str) -> None:
+    sys.stdout.write("\r" + line.ljust(100) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,1 @@
+"""The ingest service: validate heartbeats over HTTP and publish them to Kafka."""

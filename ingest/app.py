@@ -1,0 +1,234 @@
+"""The ingest ASGI application: routes, lifespan and the operational endpoints."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hbmon.kafka import KafkaSettings
+from hbmon.logs import RateLimitedLog, configure_logging
+from ingest.auth import Authenticator
+from ingest.endpoints import (
+    JSON,
+    NDJSON,
+    BatchEndpoint,
+    HeartbeatEndpoint,
+    RequestReader,
+)
+from ingest.heartbeat import HeartbeatParser
+from ingest.metrics import IngestMetrics
+from ingest.openapi import build_openapi
+from ingest.publisher import Publisher
+from ingest.settings import IngestSettings
+
+logger = logging.getLogger(__name__)
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def create_app(
+    settings: IngestSettings,
+    kafka_settings: KafkaSettings,
+    registry: CollectorRegistry | None = None,
+) -> Starlette:
+    """Build the ingest app, whose lifespan starts and stops the producer.
+
+    Metrics go to `registry`, or to a new registry of the app's own.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    publisher = Publisher(settings, kafka_settings, metrics)
+    authenticator = Authenticator(settings.tokens)
+    parser = HeartbeatParser(
+        attrs_max_bytes=settings.attrs_max_bytes,
+        attrs_max_depth=settings.attrs_max_depth,
+        ts_max_ahead_s=settings.ts_max_ahead_s,
+        ts_max_age_s=settings.ts_max_age_s,
+    )
+    single = HeartbeatEndpoint(
+        RequestReader(
+            authenticator=authenticator,
+            publisher=publisher,
+            media_types=(JSON,),
+            max_bytes=settings.max_body_bytes,
+        ),
+        parser,
+        publisher,
+        metrics,
+    )
+    batch = BatchEndpoint(
+        RequestReader(
+            authenticator=authenticator,
+            publisher=publisher,
+            media_types=(JSON, NDJSON),
+            max_bytes=settings.batch_max_bytes,
+        ),
+        parser,
+        publisher,
+        metrics,
+        max_items=settings.batch_max_items,
+    )
+    app = Starlette(
+        routes=[
+            Route("/v1/heartbeats", single, methods=["POST"]),
+            Route("/v1/heartbeats/batch", batch, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_text, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error},  # type: ignore[dict-item]
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.publisher = publisher
+    app.state.metrics = metrics
+    app.state.registry = registry
+    app.state.open = authenticator.open
+    app.state.openapi = orjson.dumps(build_openapi(settings))
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Build the app from environment variables, as each uvicorn worker does.
+
+    Raises:
+        SettingError: an environment variable is invalid.
+    """
+    configure_logging()
+    registry = None
+    if not os.environ.get(_MULTIPROC_ENV):
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    return create_app(IngestSettings.from_env(), KafkaSettings.from_env(), registry)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Start the producer and its poll loop, and flush the producer at shutdown."""
+    settings: IngestSettings = app.state.settings
+    publisher: Publisher = app.state.publisher
+    if app.state.open:
+        logger.warning(
+            "No bearer tokens configured (HBMON_INGEST_TOKENS, "
+            "HBMON_INGEST_TOKENS_FILE); accepting heartbeats from any client"
+        )
+    publisher.start()
+    poller = asyncio.create_task(
+        poll_forever(publisher, app.state.metrics, settings.poll_interval_ms / 1000)
+    )
+    try:
+        yield
+    finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+        await flush(publisher, settings.flush_timeout_s)
+        if os.environ.get(_MULTIPROC_ENV):
+            multiprocess.mark_process_dead(os.getpid())
+
+
+async def poll_forever(
+    publisher: Publisher, metrics: IngestMetrics, interval_s: float
+) -> None:
+    """Serve producer callbacks every `interval_s`, at once while they keep coming.
+
+    A callback that raises is logged and the loop goes on, so one bad report
+    never stops delivery reports for the rest.
+    """
+    log = RateLimitedLog()
+    while True:
+        try:
+            served = publisher.poll()
+        except Exception:  # noqa: BLE001 - any callback error must not end polling
+            served = 0
+            if log.allow("poll") is not None:
+                logger.exception("Producer callback failed; polling goes on")
+        metrics.queue_length.set(publisher.queue_length())
+        await asyncio.sleep(0 if served else interval_s)
+
+
+async def flush(publisher: Publisher, timeout_s: float) -> None:
+    """Flush the producer for up to `timeout_s` and log what was left unsent."""
+    publisher.poll()
+    queued = publisher.queue_length()
+    logger.info(
+        "Flushing the producer: %d records and callbacks queued (up to %s s)",
+        queued,
+        timeout_s,
+    )
+    left = await asyncio.to_thread(publisher.close, timeout_s)
+    if left:
+        logger.error(
+            "Flush timed out after %s s with %d heartbeat records unsent; "
+            "they are lost",
+            timeout_s,
+            left,
+        )
+        return
+    logger.info("Producer flushed; every queued heartbeat record was delivered")
+
+
+async def healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def readyz(request: Request) -> Response:
+    publisher: Publisher = request.app.state.publisher
+    reason = publisher.readiness(time.monotonic())
+    if reason is None:
+        return Response(b'{"status":"ready"}', media_type="application/json")
+    retry_after = str(request.app.state.settings.retry_after_s)
+    return Response(
+        orjson.dumps({"error": reason}),
+        status_code=503,
+        media_type="application/json",
+        headers={"Retry-After": retry_after},
+    )
+
+
+async def metrics_text(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.registry
+    if os.environ.get(_MULTIPROC_ENV):
+        # Each worker writes its own files; sum them over all workers.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi_json(request: Request) -> Response:
+    return Response(request.app.state.openapi, media_type="application/json")
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """Return a routing error (404, 405) with the JSON body of the other errors."""
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"method {request.method} is not allowed here; use {allowed}"
+        body = {"error": message, "field": "method"}
+    elif exc.status_code == 404:
+        body = {"error": f"no endpoint at {request.url.path}; see /openapi.json"}
+    else:
+        body = {"error": str(exc.detail)}
+    return Response(
+        orjson.dumps(body),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=exc.headers,
+    )

@@ -1,0 +1,115 @@
+"""Raw ASGI helpers for the POST endpoints: headers, body reading, JSON responses.
+
+The heartbeat endpoints skip Starlette's Request and Response objects,
+which would cost more than the rest of a small request's handling.
+"""
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from ingest.errors import Headers, IngestError
+
+_JSON = (b"content-type", b"application/json")
+
+
+def request_headers(scope: Scope) -> tuple[bytes, bytes, bytes]:
+    """Return the Content-Type, Content-Length and Authorization values.
+
+    A missing header reads as b"". ASGI servers send header names in lower
+    case.
+    """
+    content_type = content_length = authorization = b""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            content_length = value
+        elif name == b"authorization":
+            authorization = value
+    return content_type, content_length, authorization
+
+
+def media_type(content_type: bytes) -> bytes:
+    """Return the media type of a Content-Type value, without parameters."""
+    return content_type.split(b";", 1)[0].strip().lower()
+
+
+def check_content_length(content_length: bytes, max_bytes: int) -> None:
+    """Raise a 413 IngestError if a declared Content-Length exceeds `max_bytes`."""
+    if not content_length:
+        return
+    try:
+        declared = int(content_length)
+    except ValueError as err:
+        raise IngestError(
+            400, "Content-Length", "Content-Length must be an integer"
+        ) from err
+    if declared > max_bytes:
+        raise _too_large(max_bytes, declared)
+
+
+async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
+    """Read the whole request body, or return None if the client disconnected.
+
+    Raises:
+        IngestError: 413 as soon as the bytes received exceed `max_bytes`,
+            whatever the Content-Length header declared.
+    """
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes, len(body))
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes, None)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def load_json(body: bytes, field: str) -> object:
+    """Decode JSON, raising a 400 IngestError that names `field`."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise IngestError(400, field, f"{field} is not valid JSON: {err}") from err
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: Headers | None = None
+) -> None:
+    """Send a complete response with a JSON body."""
+    response_headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    if headers:
+        response_headers.extend(headers)
+    await send(
+        {"type": "http.response.start", "status": status, "headers": response_headers}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_body(err: IngestError) -> bytes:
+    """Return the JSON error body: the message, and the field when one is at fault."""
+    if err.field:
+        return orjson.dumps({"error": err.message, "field": err.field})
+    return orjson.dumps({"error": err.message})
+
+
+def _too_large(max_bytes: int, size: int | None) -> IngestError:
+    if size is None:
+        return IngestError(
+            413, "body", f"request body exceeds the limit of {max_bytes} bytes"
+        )
+    return IngestError(
+        413, "body", f"request body is {size} bytes; the limit is {max_bytes} bytes"
+    )

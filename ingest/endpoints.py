@@ -1,0 +1,234 @@
+"""The POST endpoints: one heartbeat, and a batch of heartbeats from a gateway.
+
+Both are plain ASGI apps behind Starlette's router. Every request passes the
+same checks in this order: bearer token (401), media type (415), declared
+size (413), broker availability (503), actual size (413). Then the body is
+decoded (400), each heartbeat validated (400) and checked against the
+token's device-id prefix (403), and its record queued to the producer
+(503 when that fails). A 202 is sent only after the record is queued.
+"""
+
+import time
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from ingest.asgi import (
+    check_content_length,
+    error_body,
+    load_json,
+    media_type,
+    read_body,
+    request_headers,
+    send_json,
+)
+from ingest.auth import Authenticator, check_scope
+from ingest.errors import IngestError, invalid
+from ingest.heartbeat import HeartbeatParser
+from ingest.metrics import IngestMetrics
+from ingest.publisher import Publisher
+
+JSON = b"application/json"
+NDJSON = b"application/x-ndjson"
+_ACCEPTED = orjson.dumps({"status": "accepted"})
+
+
+class RequestReader:
+    """Run the checks that come before decoding, and read the body."""
+
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        publisher: Publisher,
+        media_types: tuple[bytes, ...],
+        max_bytes: int,
+    ) -> None:
+        self._authenticator = authenticator
+        self._publisher = publisher
+        self._media_types = media_types
+        self._max_bytes = max_bytes
+        names = " or ".join(media.decode() for media in media_types)
+        self._media_error = f"Content-Type must be {names}"
+
+    async def read(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[bytes, bytes, str] | None:
+        """Return the body, its media type and the token's device-id prefix.
+
+        Returns None when the client disconnects before the body is read.
+
+        Raises:
+            IngestError: 401, 415, 413 or 503, in that order of checking.
+        """
+        content_type, content_length, authorization = request_headers(scope)
+        prefix = self._authenticator.authenticate(authorization)
+        media = media_type(content_type)
+        if media not in self._media_types:
+            raise IngestError(415, "Content-Type", self._media_error)
+        check_content_length(content_length, self._max_bytes)
+        self._publisher.check_available(time.monotonic())
+        body = await read_body(receive, self._max_bytes)
+        if body is None:
+            return None
+        return body, media, prefix
+
+
+class HeartbeatEndpoint:
+    """POST /v1/heartbeats: one heartbeat as a JSON object."""
+
+    def __init__(
+        self,
+        reader: RequestReader,
+        parser: HeartbeatParser,
+        publisher: Publisher,
+        metrics: IngestMetrics,
+    ) -> None:
+        self._reader = reader
+        self._parser = parser
+        self._publisher = publisher
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            request = await self._reader.read(scope, receive)
+            if request is None:
+                return
+            body, _, prefix = request
+            data = load_json(body, "body")
+            received_ms = time.time_ns() // 1_000_000
+            device_id, value, ts_flag = self._parser.parse(data, received_ms)
+            if prefix:
+                check_scope(prefix, device_id)
+            self._publisher.publish(device_id, value, ts_flag)
+        except IngestError as err:
+            count_error(self._metrics, err)
+            await send_json(send, err.status, error_body(err), err.headers)
+            return
+        self._metrics.accepted_single.inc()
+        if ts_flag is not None:
+            self._metrics.ts_flagged[ts_flag].inc()
+        await send_json(send, 202, _ACCEPTED)
+
+
+class BatchEndpoint:
+    """POST /v1/heartbeats/batch: a JSON array or NDJSON lines of heartbeats.
+
+    Each item is validated on its own. Good items are queued even when
+    others are rejected, and the 202 response lists the index, field and
+    error of each rejected item. The index is 0-based. In NDJSON, blank
+    lines are skipped and not counted.
+    """
+
+    def __init__(
+        self,
+        reader: RequestReader,
+        parser: HeartbeatParser,
+        publisher: Publisher,
+        metrics: IngestMetrics,
+        *,
+        max_items: int,
+    ) -> None:
+        self._reader = reader
+        self._parser = parser
+        self._publisher = publisher
+        self._metrics = metrics
+        self._max_items = max_items
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            request = await self._reader.read(scope, receive)
+            if request is None:
+                return
+            body, media, prefix = request
+            items = self._split(body, media)
+            self._publisher.check_room(len(items))
+            accepted, rejected = self._publish(items, prefix)
+        except IngestError as err:
+            count_error(self._metrics, err)
+            await send_json(send, err.status, error_body(err), err.headers)
+            return
+        response = {"status": "accepted", "accepted": accepted, "rejected": rejected}
+        await send_json(send, 202, orjson.dumps(response))
+
+    def _split(self, body: bytes, media: bytes) -> list[object]:
+        """Return the batch items: decoded for JSON, raw lines for NDJSON.
+
+        Raises:
+            IngestError: 400 when a JSON body is not an array, 413 when the
+                batch has more items than allowed.
+        """
+        items: list[object]
+        if media == NDJSON:
+            items = [line for line in body.splitlines() if line and not line.isspace()]
+        else:
+            decoded = load_json(body, "body")
+            if type(decoded) is not list:
+                raise invalid("body", "batch body must be a JSON array of heartbeats")
+            items = decoded
+        if len(items) > self._max_items:
+            raise IngestError(
+                413,
+                "body",
+                f"batch has {len(items)} heartbeats; the limit is "
+                f"{self._max_items} per request",
+            )
+        return items
+
+    def _publish(
+        self, items: list[object], prefix: str
+    ) -> tuple[int, list[dict[str, object]]]:
+        """Queue every valid item; return the count queued and the rejections.
+
+        Items that are bytes are NDJSON lines, still to be decoded; JSON
+        decoding never yields bytes.
+
+        Raises:
+            IngestError: 503 when the producer stops taking records partway;
+                the message states how many were queued before that.
+        """
+        received_ms = time.time_ns() // 1_000_000
+        parse = self._parser.parse
+        publish = self._publisher.publish
+        ts_flagged = self._metrics.ts_flagged
+        rejected: list[dict[str, object]] = []
+        accepted = 0
+        for index, item in enumerate(items):
+            try:
+                data = load_json(item, "item") if type(item) is bytes else item
+                if type(data) is not dict:
+                    raise invalid("item", "item must be a JSON object with device_id")
+                device_id, value, ts_flag = parse(data, received_ms)
+                if prefix:
+                    check_scope(prefix, device_id)
+                publish(device_id, value, ts_flag)
+            except IngestError as err:
+                if err.retriable:
+                    self._metrics.accepted_batch.inc(accepted)
+                    raise IngestError(
+                        err.status,
+                        err.field,
+                        f"{err.message}; {accepted} of {len(items)} heartbeats "
+                        "were queued before this, and resending the batch "
+                        "publishes them again",
+                        retriable=True,
+                        reason=err.reason,
+                        headers=err.headers,
+                    ) from err
+                self._metrics.count_rejected(err.reason, err.field)
+                rejected.append(
+                    {"index": index, "field": err.field, "error": err.message}
+                )
+                continue
+            accepted += 1
+            if ts_flag is not None:
+                ts_flagged[ts_flag].inc()
+        self._metrics.accepted_batch.inc(accepted)
+        return accepted, rejected
+
+
+def count_error(metrics: IngestMetrics, err: IngestError) -> None:
+    if err.status == 503:
+        metrics.count_unavailable(err.reason)
+    else:
+        metrics.count_rejected(err.reason, err.field)

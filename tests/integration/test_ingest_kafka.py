@@ -1,0 +1,183 @@
+"""The ingest app against the real broker: what lands on the heartbeat topic.
+
+The app runs in-process over ASGI. Leaving its lifespan flushes the
+producer, so afterwards the topic's high watermarks count every record that
+ingest published.
+"""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    Message,
+    TopicPartition,
+)
+from starlette.applications import Starlette
+
+from hbmon.events import decode_heartbeat
+from hbmon.kafka import KafkaSettings
+from ingest.app import create_app
+from ingest.settings import IngestSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+SETTINGS = IngestSettings(batch_max_items=10, flush_timeout_s=30)
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class serve:
+    """Run the app's lifespan around an httpx client that calls it over ASGI."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.lifespan = app.router.lifespan_context(app)
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://ingest"
+        )
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        await self.lifespan.__aenter__()
+        return self.http
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self.lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def client(kafka_settings: KafkaSettings) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(create_app(SETTINGS, kafka_settings)) as http:
+        yield http
+
+
+def read_topic(settings: KafkaSettings) -> list[Message]:
+    """Return every record on the heartbeat topic, up to its high watermarks."""
+    topic = settings.heartbeat_topic
+    consumer = Consumer(
+        settings.client_config(
+            group_id=f"ingest-test-{uuid.uuid4().hex[:8]}",
+            enable_auto_commit=False,
+        )
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        expected = 0
+        assignment = []
+        for partition in partitions:
+            tp = TopicPartition(topic, partition)
+            low, high = consumer.get_watermark_offsets(tp, timeout=30)
+            expected += high - low
+            assignment.append(TopicPartition(topic, partition, low))
+        consumer.assign(assignment)
+        messages: list[Message] = []
+        deadline = time.monotonic() + 60
+        while len(messages) < expected and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                messages.append(message)
+        return messages
+    finally:
+        consumer.close()
+
+
+async def test_post_lands_keyed_by_device(kafka_settings: KafkaSettings) -> None:
+    before_ms = time.time_ns() // 1_000_000
+    async with serve(create_app(SETTINGS, kafka_settings)) as http:
+        body = {"device_id": "site-a/pump-1", "seq": 7, "ts": "garbage", "x": 1}
+        response = await http.post(
+            "/v1/heartbeats", content=orjson.dumps(body), headers=JSON
+        )
+        assert response.status_code == 202
+    after_ms = time.time_ns() // 1_000_000
+
+    messages = await asyncio.to_thread(read_topic, kafka_settings)
+    assert len(messages) == 1
+    message = messages[0]
+    assert message.key() == b"site-a/pump-1"
+    record = decode_heartbeat(message.value())
+    assert record.device_id == "site-a/pump-1"
+    assert before_ms <= record.received_ms <= after_ms
+    assert record.seq == 7
+    assert record.device_ts == "garbage"
+    assert message.headers() == [("device_ts_flag", b"unparseable")]
+    assert message.timestamp()[0] == TIMESTAMP_LOG_APPEND_TIME
+
+
+async def test_invalid_posts_reach_nothing(kafka_settings: KafkaSettings) -> None:
+    invalid = [
+        (b"nope", JSON, 400),
+        (b"{}", JSON, 400),
+        (b'{"device_id": ""}', JSON, 400),
+        (b'{"device_id": "d", "seq": -1}', JSON, 400),
+        (b'{"device_id": "d"}', {"content-type": "text/plain"}, 415),
+        (b'{"device_id": "' + b"d" * 9000 + b'"}', JSON, 413),
+    ]
+    async with serve(create_app(SETTINGS, kafka_settings)) as http:
+        for body, headers, status in invalid:
+            response = await http.post("/v1/heartbeats", content=body, headers=headers)
+            assert response.status_code == status
+
+    assert await asyncio.to_thread(read_topic, kafka_settings) == []
+
+
+async def test_batch_publishes_good_items(kafka_settings: KafkaSettings) -> None:
+    items = [
+        {"device_id": "gw-1/a"},
+        {"device_id": "bad id"},
+        {"device_id": "gw-1/b", "timeout_s": 30},
+        "junk",
+    ]
+    ndjson = b'{"device_id": "gw-1/c"}\n{broken\n'
+    async with serve(create_app(SETTINGS, kafka_settings)) as http:
+        response = await http.post(
+            "/v1/heartbeats/batch", content=orjson.dumps(items), headers=JSON
+        )
+        assert response.status_code == 202
+        assert response.json()["accepted"] == 2
+        response = await http.post(
+            "/v1/heartbeats/batch",
+            content=ndjson,
+            headers={"content-type": "application/x-ndjson"},
+        )
+        assert response.status_code == 202
+        assert response.json()["accepted"] == 1
+
+    messages = await asyncio.to_thread(read_topic, kafka_settings)
+    assert sorted(message.key() or b"" for message in messages) == [
+        b"gw-1/a",
+        b"gw-1/b",
+        b"gw-1/c",
+    ]
+
+
+async def test_same_device_same_partition(kafka_settings: KafkaSettings) -> None:
+    async with serve(create_app(SETTINGS, kafka_settings)) as http:
+        for seq in range(5):
+            body = orjson.dumps({"device_id": "dev-9", "seq": seq})
+            response = await http.post("/v1/heartbeats", content=body, headers=JSON)
+            assert response.status_code == 202
+
+    messages = await asyncio.to_thread(read_topic, kafka_settings)
+    assert len({message.partition() for message in messages}) == 1
+    assert [decode_heartbeat(m.value()).seq for m in messages] == [0, 1, 2, 3, 4]
+
+
+async def test_readyz_200_once_broker_reached(client: httpx.AsyncClient) -> None:
+    deadline = time.monotonic() + 60
+    response = await client.get("/readyz")
+    while response.status_code != 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}

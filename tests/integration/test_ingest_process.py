@@ -1,0 +1,92 @@
+"""`hbmon ingest` as a real process: uvicorn, SIGTERM, flush and 503s."""
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from hbmon.kafka import KafkaSettings
+from tests.integration.services import Service, free_port, kafka_env, wait_for
+from tests.integration.test_ingest_kafka import read_topic
+
+pytestmark = pytest.mark.integration
+
+JSON = {"content-type": "application/json"}
+
+
+def serving(base_url: str, service: Service) -> bool:
+    assert service.process is not None
+    assert service.process.poll() is None, service.log()
+    try:
+        httpx.get(f"{base_url}/healthz", timeout=1)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+Starter = Callable[[dict[str, str]], tuple[Service, str]]
+
+
+@pytest.fixture
+def start_ingest(tmp_path: Path) -> Iterator[Starter]:
+    """Start `hbmon ingest` on a free port; return it and its base URL."""
+    started: list[Service] = []
+
+    def start(env: dict[str, str]) -> tuple[Service, str]:
+        port = free_port()
+        service = Service("ingest", {**env, "HBMON_INGEST_PORT": str(port)}, tmp_path)
+        started.append(service.start())
+        base_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: serving(base_url, service), 60, "ingest to serve")
+        return service, base_url
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def test_sigterm_flushes_every_record(
+    kafka_settings: KafkaSettings, start_ingest: Starter
+) -> None:
+    ingest, base_url = start_ingest(kafka_env(kafka_settings))
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        for seq in range(20):
+            body = orjson.dumps({"device_id": f"dev-{seq % 4}", "seq": seq})
+            response = http.post("/v1/heartbeats", content=body, headers=JSON)
+            assert response.status_code == 202
+    status = ingest.stop()
+
+    log = ingest.log()
+    assert status in (0, -signal.SIGTERM), log
+    assert "every queued heartbeat record was delivered" in log
+    assert len(read_topic(kafka_settings)) == 20
+
+
+def test_unreachable_broker_503(start_ingest: Starter) -> None:
+    env = {
+        **kafka_env(KafkaSettings(bootstrap_servers="127.0.0.1:1")),
+        "HBMON_INGEST_UNREACHABLE_S": "0.5",
+        "HBMON_INGEST_RETRY_AFTER_S": "2",
+        "HBMON_INGEST_FLUSH_TIMEOUT_S": "1",
+    }
+    ingest, base_url = start_ingest(env)
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        body = orjson.dumps({"device_id": "dev-1"})
+        deadline = time.monotonic() + 60
+        response = http.post("/v1/heartbeats", content=body, headers=JSON)
+        while response.status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            response = http.post("/v1/heartbeats", content=body, headers=JSON)
+        ready = http.get("/readyz")
+    status = ingest.stop()
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+    assert "unreachable" in response.json()["error"]
+    assert ready.status_code == 503
+    assert status in (0, -signal.SIGTERM), ingest.log()
+    assert "records unsent" in ingest.log()

@@ -1,0 +1,217 @@
+"""Notification mails rendered from alert events: subject, body fields and headers."""
+
+import re
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from alerter.message import (
+    format_duration_short,
+    format_duration_words,
+    message_id_for,
+    render_message,
+    render_subject,
+)
+from hbmon.events import DEVICE_DOWN, DEVICE_RECOVERED, AlertEvent, InvalidRecord
+
+# 2024-05-01T14:02:11.000Z
+LAST_SEEN_MS = 1_714_572_131_000
+NOW = datetime(2024, 5, 1, 14, 3, 20, tzinfo=UTC)
+ROW = re.compile(r"^([A-Z][a-z]+(?: [a-z]+)?): +(.*)$", re.MULTILINE)
+
+DOWN = AlertEvent(
+    event_id="0b7f4c52-2a63-5d1e-9a0e-3f1f6c1b2d4e",
+    type=DEVICE_DOWN,
+    device_id="sensor-17",
+    severity="critical",
+    last_seen_ms=LAST_SEEN_MS,
+    deadline_ms=LAST_SEEN_MS + 60_000,
+    timeout_ms=60_000,
+    detected_ms=LAST_SEEN_MS + 61_345,
+    partition=2,
+    message="sensor-17 sent no heartbeat within its 60 s timeout",
+)
+RECOVERED = replace(
+    DOWN,
+    event_id="5c1d0a9e-7b4f-5e2a-8c3d-1a2b3c4d5e6f",
+    type=DEVICE_RECOVERED,
+    severity="info",
+    detected_ms=LAST_SEEN_MS + 252_000,
+    downtime_ms=252_000,
+    message="sensor-17 sent a heartbeat again",
+)
+
+
+def render(event: AlertEvent) -> str:
+    message = render_message(
+        event, sender="hbmon@example.com", recipients=["oncall@example.com"], now=NOW
+    )
+    return message.get_content()
+
+
+def body_rows(event: AlertEvent) -> dict[str, str]:
+    """Return the `Name: value` rows of the body as a dict."""
+    return dict(ROW.findall(render(event)))
+
+
+def test_subject_down_names_device_and_last_seen() -> None:
+    assert render_subject(DOWN) == "[DOWN] sensor-17 silent since 14:02:11Z"
+
+
+def test_subject_down_dates_earlier_day() -> None:
+    event = replace(DOWN, detected_ms=LAST_SEEN_MS + 86_400_000)
+
+    assert render_subject(event) == "[DOWN] sensor-17 silent since 2024-05-01 14:02:11Z"
+
+
+def test_subject_recovered_names_downtime() -> None:
+    assert render_subject(RECOVERED) == "[RECOVERED] sensor-17 back after 4m 12s"
+
+
+def test_subject_recovered_derives_missing_downtime() -> None:
+    event = replace(RECOVERED, downtime_ms=None, detected_ms=LAST_SEEN_MS + 3_720_000)
+
+    assert render_subject(event) == "[RECOVERED] sensor-17 back after 1h 2m"
+
+
+def test_subject_shortens_long_device_id() -> None:
+    event = replace(DOWN, device_id="d" * 100)
+
+    subject = render_subject(event)
+
+    assert subject.startswith("[DOWN] " + "d" * 39 + "…")
+    assert len(subject) < 80
+
+
+def test_body_down_starts_with_plain_sentence() -> None:
+    first_line = render(DOWN).splitlines()[0]
+
+    assert first_line == (
+        "Device sensor-17 is DOWN. It has sent no heartbeat since "
+        "2024-05-01T14:02:11.000Z, and its deadline passed at "
+        "2024-05-01T14:03:11.000Z."
+    )
+
+
+def test_body_recovered_starts_with_plain_sentence() -> None:
+    first_line = render(RECOVERED).splitlines()[0]
+
+    assert first_line == (
+        "Device sensor-17 RECOVERED. It sent a heartbeat at "
+        "2024-05-01T14:06:23.000Z after 4 minutes 12 seconds of silence."
+    )
+
+
+def test_body_down_fields() -> None:
+    rows = body_rows(DOWN)
+
+    assert rows["Device"] == "sensor-17"
+    assert rows["Alert"] == "DOWN (DEVICE_DOWN)"
+    assert rows["Severity"] == "critical"
+    assert rows["Last seen"] == "2024-05-01T14:02:11.000Z"
+    assert rows["Detected at"] == "2024-05-01T14:03:12.345Z"
+    assert rows["Deadline"] == "2024-05-01T14:03:11.000Z"
+    assert rows["Timeout"] == "1 minute (60 s)"
+    assert rows["Event id"] == DOWN.event_id
+    assert rows["Partition"] == "2"
+    assert "Downtime" not in rows
+
+
+def test_body_recovered_fields() -> None:
+    rows = body_rows(RECOVERED)
+
+    assert rows["Alert"] == "RECOVERED (DEVICE_RECOVERED)"
+    assert rows["Severity"] == "info"
+    assert rows["Detected at"] == "2024-05-01T14:06:23.000Z"
+    assert rows["Downtime"] == "4 minutes 12 seconds (252 s)"
+
+
+def test_body_includes_monitor_message_and_time_zone() -> None:
+    body = render(DOWN)
+
+    assert (
+        "Monitor message: sensor-17 sent no heartbeat within its 60 s timeout" in body
+    )
+    assert "All times are UTC (ISO 8601)." in body
+
+
+def test_headers_identify_event() -> None:
+    message = render_message(
+        DOWN, sender="hbmon@example.com", recipients=["a@x.org", "b@x.org"], now=NOW
+    )
+
+    assert message["Subject"] == "[DOWN] sensor-17 silent since 14:02:11Z"
+    assert message["From"] == "hbmon@example.com"
+    assert message["To"] == "a@x.org, b@x.org"
+    assert message["Date"] == "Wed, 01 May 2024 14:03:20 +0000"
+    assert message["Message-ID"] == f"<{DOWN.event_id}@hbmon>"
+    assert message["X-Hbmon-Event-Id"] == DOWN.event_id
+    assert message["X-Hbmon-Device-Id"] == "sensor-17"
+    assert message["X-Hbmon-Event-Type"] == "DEVICE_DOWN"
+    assert message.get_content_type() == "text/plain"
+
+
+def test_message_id_is_stable_per_event() -> None:
+    assert message_id_for("abc-1") == message_id_for("abc-1")
+    assert message_id_for("abc-1") != message_id_for("abc-2")
+
+
+def test_message_id_hashes_unsafe_event_id() -> None:
+    message_id = message_id_for("id with <brackets>@and spaces")
+
+    assert message_id.startswith("<")
+    assert message_id.endswith("@hbmon>")
+    assert " " not in message_id
+    assert message_id.count("@") == 1
+
+
+def test_device_id_with_line_break_cannot_inject_header() -> None:
+    event = replace(DOWN, device_id="evil\r\nBcc: victim@example.com")
+
+    message = render_message(
+        event, sender="hbmon@example.com", recipients=["oncall@example.com"], now=NOW
+    )
+
+    assert message["Bcc"] is None
+    assert message["X-Hbmon-Device-Id"] == "evil\\r\\nBcc: victim@example.com"
+    assert "\\r\\n" in message["Subject"]
+    assert b"\r\nBcc:" not in message.as_bytes()
+
+
+def test_non_ascii_device_id_survives_encoding() -> None:
+    event = replace(DOWN, device_id="capteur-été")
+
+    message = render_message(
+        event, sender="hbmon@example.com", recipients=["oncall@example.com"], now=NOW
+    )
+
+    assert message["Subject"] == "[DOWN] capteur-été silent since 14:02:11Z"
+    assert b"=?utf-8?" in message.as_bytes()
+
+
+def test_time_out_of_range_is_invalid_record() -> None:
+    event = replace(DOWN, last_seen_ms=10**18)
+
+    with pytest.raises(InvalidRecord) as caught:
+        render_subject(event)
+
+    assert caught.value.field == "last_seen_ms"
+
+
+@pytest.mark.parametrize(
+    ("duration_ms", "short", "words"),
+    [
+        (0, "0s", "less than a second"),
+        (999, "0s", "less than a second"),
+        (1_000, "1s", "1 second"),
+        (252_000, "4m 12s", "4 minutes 12 seconds"),
+        (3_600_000, "1h", "1 hour"),
+        (3_661_000, "1h 1m", "1 hour 1 minute 1 second"),
+        (2 * 86_400_000 + 3 * 3_600_000, "2d 3h", "2 days 3 hours"),
+        (-5_000, "0s", "less than a second"),
+    ],
+)
+def test_duration_formats(duration_ms: int, short: str, words: str) -> None:
+    assert format_duration_short(duration_ms) == short
+    assert format_duration_words(duration_ms) == words

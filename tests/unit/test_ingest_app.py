@@ -1,0 +1,499 @@
+"""The ingest app over ASGI, with a real producer and no broker.
+
+The producer points at 127.0.0.1:1, where nothing listens, so records stay
+in its local queue. The unreachable bound is an hour unless a test sets it,
+so requests are accepted as they would be while the broker is briefly away.
+"""
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+import httpx
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from hbmon.kafka import KafkaSettings
+from ingest.app import create_app
+from ingest.auth import parse_tokens
+from ingest.settings import IngestSettings
+
+pytestmark = pytest.mark.anyio
+
+NO_BROKER = KafkaSettings(bootstrap_servers="127.0.0.1:1", heartbeat_topic="hb")
+SETTINGS = IngestSettings(
+    max_body_bytes=512,
+    batch_max_bytes=4096,
+    batch_max_items=5,
+    attrs_max_bytes=64,
+    unreachable_s=3600,
+    flush_timeout_s=0.2,
+)
+JSON = {"content-type": "application/json"}
+NDJSON = {"content-type": "application/x-ndjson"}
+FLEET = "fleet-token-0123456789"
+SITE_A = "site-a-token-0123456789"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def settings() -> IngestSettings:
+    return SETTINGS
+
+
+@pytest.fixture
+async def client(
+    settings: IngestSettings, registry: CollectorRegistry
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, NO_BROKER, registry)
+    async with serve(app) as http:
+        yield http
+
+
+class serve:
+    """Run the app's lifespan around an httpx client that calls it over ASGI."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.lifespan = app.router.lifespan_context(app)
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://ingest"
+        )
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        await self.lifespan.__aenter__()
+        return self.http
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self.lifespan.__aexit__(None, None, None)
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def post(
+    client: httpx.AsyncClient,
+    body: object,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST one heartbeat; `body` is sent as is if bytes, else encoded as JSON."""
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return await client.post(
+        "/v1/heartbeats", content=content, headers=JSON if headers is None else headers
+    )
+
+
+# Single heartbeat
+
+
+async def test_post_valid_heartbeat_202(
+    client: httpx.AsyncClient, registry: CollectorRegistry
+) -> None:
+    response = await post(client, {"device_id": "dev-1", "seq": 1})
+    assert response.status_code == 202
+    assert response.json() == {"status": "accepted"}
+    assert (
+        sample(registry, "hbmon_ingest_heartbeats_accepted_total", endpoint="single")
+        == 1
+    )
+    assert sample(registry, "hbmon_ingest_producer_queue_length") >= 0
+
+
+async def test_post_content_type_with_charset(client: httpx.AsyncClient) -> None:
+    headers = {"content-type": "Application/JSON; charset=utf-8"}
+    response = await post(client, {"device_id": "d"}, headers=headers)
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"not json", "body"),
+        (b"", "body"),
+        (b'{"device_id": "d"', "body"),
+        (b"\xff\xfe", "body"),
+        (b"[]", "body"),
+        (b'"dev-1"', "body"),
+        (b"{}", "device_id"),
+        (b'{"device_id": ""}', "device_id"),
+        (b'{"device_id": 7}', "device_id"),
+        (b'{"device_id": "a b"}', "device_id"),
+        (b'{"device_id": "d", "seq": -1}', "seq"),
+        (b'{"device_id": "d", "seq": "1"}', "seq"),
+        (b'{"device_id": "d", "interval_s": 0}', "interval_s"),
+        (b'{"device_id": "d", "timeout_s": "30"}', "timeout_s"),
+        (b'{"device_id": "d", "ts": true}', "ts"),
+        (b'{"device_id": "d", "attrs": []}', "attrs"),
+        (b'{"device_id": "d", "attrs": {"a": {"b": {"c": 1}}}}', "attrs"),
+        (b'{"device_id": "d", "attrs": {"k": "' + b"v" * 80 + b'"}}', "attrs"),
+        (b'{"device_id": "d", "seq": 1e400}', "body"),
+    ],
+)
+async def test_post_invalid_400_names_field(
+    client: httpx.AsyncClient, registry: CollectorRegistry, body: bytes, field: str
+) -> None:
+    response = await post(client, body)
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+    assert field in response.json()["error"]
+    assert (
+        sample(
+            registry,
+            "hbmon_ingest_heartbeats_rejected_total",
+            reason="invalid",
+            field=field,
+        )
+        == 1
+    )
+    assert (
+        sample(registry, "hbmon_ingest_heartbeats_accepted_total", endpoint="single")
+        == 0
+    )
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-ndjson"])
+async def test_post_wrong_content_type_415(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = await post(client, {"device_id": "d"}, headers=headers)
+    assert response.status_code == 415
+    assert response.json()["field"] == "Content-Type"
+    assert "application/json" in response.json()["error"]
+
+
+async def test_post_over_content_length_413(client: httpx.AsyncClient) -> None:
+    body = orjson.dumps({"device_id": "d", "pad": "x" * 600})
+    response = await post(client, body)
+    assert response.status_code == 413
+    assert response.json()["field"] == "body"
+    assert "512 bytes" in response.json()["error"]
+
+
+async def test_post_over_size_chunked_413(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"device_id": "d", "pad": "'
+        for _ in range(10):
+            yield b"x" * 100
+        yield b'"}'
+
+    response = await client.post("/v1/heartbeats", content=chunks(), headers=JSON)
+    assert response.status_code == 413
+    assert "512 bytes" in response.json()["error"]
+
+
+async def test_post_chunked_within_limit_202(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"device_id":'
+        yield b' "d"}'
+
+    response = await client.post("/v1/heartbeats", content=chunks(), headers=JSON)
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+async def test_heartbeats_wrong_method_405(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    response = await client.request(method, "/v1/heartbeats")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["field"] == "method"
+
+
+async def test_unknown_path_404_json(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v2/nothing")
+    assert response.status_code == 404
+    assert "/v2/nothing" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"null", b"0", b"1e308", b'{"device_id": null}', b'{"": ""}', b"[" * 500],
+)
+async def test_post_odd_json_never_5xx(client: httpx.AsyncClient, body: bytes) -> None:
+    response = await post(client, body)
+    assert response.status_code == 400
+
+
+# Device timestamps
+
+
+async def test_post_untrusted_ts_kept_and_counted(
+    client: httpx.AsyncClient, registry: CollectorRegistry
+) -> None:
+    for ts in ("soon", 4102444800, 1):
+        response = await post(client, {"device_id": "d", "ts": ts})
+        assert response.status_code == 202
+    flagged = "hbmon_ingest_device_ts_flagged_total"
+    assert sample(registry, flagged, flag="unparseable") == 1
+    assert sample(registry, flagged, flag="future") == 1
+    assert sample(registry, flagged, flag="past") == 1
+
+
+# Batch
+
+
+async def test_batch_json_partial_accept(
+    client: httpx.AsyncClient, registry: CollectorRegistry
+) -> None:
+    items = [{"device_id": "a"}, {"device_id": ""}, 5, {"device_id": "b", "seq": -2}]
+    response = await client.post(
+        "/v1/heartbeats/batch", content=orjson.dumps(items), headers=JSON
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 1
+    assert [item["index"] for item in body["rejected"]] == [1, 2, 3]
+    assert [item["field"] for item in body["rejected"]] == ["device_id", "item", "seq"]
+    assert (
+        sample(registry, "hbmon_ingest_heartbeats_accepted_total", endpoint="batch")
+        == 1
+    )
+
+
+async def test_batch_ndjson_skips_blank_lines(client: httpx.AsyncClient) -> None:
+    content = b'{"device_id": "a"}\r\n\n  \n{oops\n{"device_id": "b"}\n'
+    response = await client.post(
+        "/v1/heartbeats/batch", content=content, headers=NDJSON
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 2
+    assert body["rejected"][0]["index"] == 1
+    assert body["rejected"][0]["field"] == "item"
+
+
+async def test_batch_empty_array_accepts_none(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/heartbeats/batch", content=b"[]", headers=JSON)
+    assert response.status_code == 202
+    assert response.json() == {"status": "accepted", "accepted": 0, "rejected": []}
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"device_id": "a"}', b"nope"])
+async def test_batch_json_not_array_400(client: httpx.AsyncClient, body: bytes) -> None:
+    response = await client.post("/v1/heartbeats/batch", content=body, headers=JSON)
+    assert response.status_code == 400
+    assert response.json()["field"] == "body"
+
+
+@pytest.mark.parametrize("headers", [JSON, NDJSON])
+async def test_batch_over_item_limit_413(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    items = [{"device_id": f"d{i}"} for i in range(6)]
+    if headers is NDJSON:
+        content = b"\n".join(orjson.dumps(item) for item in items)
+    else:
+        content = orjson.dumps(items)
+    response = await client.post(
+        "/v1/heartbeats/batch", content=content, headers=headers
+    )
+    assert response.status_code == 413
+    assert "limit is 5" in response.json()["error"]
+
+
+async def test_batch_over_byte_limit_413(client: httpx.AsyncClient) -> None:
+    content = orjson.dumps([{"device_id": "d", "pad": "x" * 5000}])
+    response = await client.post("/v1/heartbeats/batch", content=content, headers=JSON)
+    assert response.status_code == 413
+    assert "4096 bytes" in response.json()["error"]
+
+
+async def test_batch_nested_past_parser_limit_400(client: httpx.AsyncClient) -> None:
+    content = b"[" * 1500 + b"]" * 1500
+    response = await client.post("/v1/heartbeats/batch", content=content, headers=JSON)
+    assert response.status_code == 400
+    assert response.json()["field"] == "body"
+
+
+async def test_batch_wrong_content_type_415(client: httpx.AsyncClient) -> None:
+    headers = {"content-type": "text/csv"}
+    response = await client.post("/v1/heartbeats/batch", content=b"a", headers=headers)
+    assert response.status_code == 415
+    assert "application/x-ndjson" in response.json()["error"]
+
+
+# Backpressure
+
+
+@pytest.mark.parametrize("settings", [replace(SETTINGS, queue_max_messages=2)])
+async def test_post_queue_full_503(
+    client: httpx.AsyncClient, registry: CollectorRegistry
+) -> None:
+    for device_id in ("a", "b"):
+        assert (await post(client, {"device_id": device_id})).status_code == 202
+    response = await post(client, {"device_id": "c"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "queue is full" in response.json()["error"]
+    assert (
+        sample(
+            registry, "hbmon_ingest_unavailable_responses_total", reason="queue_full"
+        )
+        == 1
+    )
+
+
+@pytest.mark.parametrize("settings", [replace(SETTINGS, queue_max_messages=3)])
+async def test_batch_without_room_503(client: httpx.AsyncClient) -> None:
+    items = [{"device_id": f"d{i}"} for i in range(4)]
+    response = await client.post(
+        "/v1/heartbeats/batch", content=orjson.dumps(items), headers=JSON
+    )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize(
+    "settings", [replace(SETTINGS, unreachable_s=0.1, retry_after_s=3)]
+)
+async def test_post_broker_unreachable_503(client: httpx.AsyncClient) -> None:
+    # The broker counts as lost from startup; wait, without timing
+    # assertions, until the bound has passed.
+    for _ in range(3000):
+        response = await post(client, {"device_id": "d"})
+        if response.status_code != 202:
+            break
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "3"
+    assert "unreachable" in response.json()["error"]
+
+
+# Authentication
+
+
+AUTH_SETTINGS = replace(
+    SETTINGS, tokens=parse_tokens(f"{FLEET},{SITE_A}:site-a/", "test")
+)
+
+
+@pytest.mark.parametrize("settings", [AUTH_SETTINGS])
+@pytest.mark.parametrize("authorization", [None, "Bearer nope-nope-nope-nope", FLEET])
+async def test_post_without_valid_token_401(
+    client: httpx.AsyncClient, authorization: str | None
+) -> None:
+    headers = dict(JSON)
+    if authorization is not None:
+        headers["authorization"] = authorization
+    response = await post(client, {"device_id": "d"}, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["field"] == "Authorization"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("settings", [AUTH_SETTINGS])
+async def test_post_token_scope(client: httpx.AsyncClient) -> None:
+    site_a = {**JSON, "authorization": f"Bearer {SITE_A}"}
+    fleet = {**JSON, "authorization": f"Bearer {FLEET}"}
+    inside = await post(client, {"device_id": "site-a/1"}, headers=site_a)
+    outside = await post(client, {"device_id": "site-b/1"}, headers=site_a)
+    anywhere = await post(client, {"device_id": "site-b/1"}, headers=fleet)
+    assert inside.status_code == 202
+    assert outside.status_code == 403
+    assert outside.json()["field"] == "device_id"
+    assert anywhere.status_code == 202
+
+
+@pytest.mark.parametrize("settings", [AUTH_SETTINGS])
+async def test_batch_items_outside_scope_rejected(client: httpx.AsyncClient) -> None:
+    headers = {**JSON, "authorization": f"Bearer {SITE_A}"}
+    items = [{"device_id": "site-a/1"}, {"device_id": "site-b/1"}]
+    response = await client.post(
+        "/v1/heartbeats/batch", content=orjson.dumps(items), headers=headers
+    )
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 1
+    assert response.json()["rejected"][0]["index"] == 1
+    assert "scope" in response.json()["rejected"][0]["error"]
+
+
+@pytest.mark.parametrize("settings", [AUTH_SETTINGS])
+async def test_ops_endpoints_need_no_token(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).status_code == 200
+    assert (await client.get("/metrics")).status_code == 200
+    assert (await client.get("/openapi.json")).status_code == 200
+
+
+async def test_open_mode_warns_at_startup(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="ingest.app")
+    async with serve(create_app(SETTINGS, NO_BROKER)):
+        pass
+    assert "No bearer tokens configured" in caplog.text
+
+
+async def test_tokens_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with serve(create_app(AUTH_SETTINGS, NO_BROKER)) as http:
+        headers = {**JSON, "authorization": f"Bearer {SITE_A}"}
+        await post(http, {"device_id": "site-b/1"}, headers=headers)
+    assert SITE_A not in caplog.text
+    assert FLEET not in caplog.text
+
+
+# Operational endpoints and lifespan
+
+
+async def test_healthz_200(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_503_without_broker(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert "127.0.0.1:1" in response.json()["error"]
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_metrics_prometheus_text(client: httpx.AsyncClient) -> None:
+    await post(client, {"device_id": "d"})
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert (
+        'hbmon_ingest_heartbeats_accepted_total{endpoint="single"} 1.0' in response.text
+    )
+    assert "hbmon_ingest_producer_queue_length" in response.text
+
+
+async def test_openapi_states_limits(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    batch = document["paths"]["/v1/heartbeats/batch"]["post"]
+    schema = batch["requestBody"]["content"]["application/json"]["schema"]
+    assert document["openapi"].startswith("3.1")
+    assert schema["maxItems"] == 5
+    assert "security" not in batch
+
+
+async def test_shutdown_logs_unsent_records(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ingest.app")
+    async with serve(create_app(SETTINGS, NO_BROKER)) as http:
+        for device_id in ("a", "b", "c"):
+            await post(http, {"device_id": device_id})
+    assert "Flushing the producer" in caplog.text
+    assert "3 heartbeat records unsent" in caplog.text
+
+
+@pytest.fixture(autouse=True)
+def _quiet_librdkafka() -> Iterator[None]:
+    # Connection failures to 127.0.0.1:1 are expected here.
+    librdkafka = logging.getLogger("ingest.librdkafka")
+    level = librdkafka.level
+    librdkafka.setLevel(logging.CRITICAL)
+    yield
+    librdkafka.setLevel(level)
