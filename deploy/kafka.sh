@@ -460,7 +460,14 @@ launch_broker() {
   local java
   java=$(java_command)
   # Closing the lock descriptors keeps the broker from holding the locks.
-  nohup "$java" "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  # setsid gives the broker a session of its own, so a Ctrl-C in the
+  # terminal that started it reaches the services but not the broker, and
+  # they can flush before "stop" ends it.
+  local detach=()
+  if command -v setsid >/dev/null 2>&1; then
+    detach=(setsid)
+  fi
+  "${detach[@]}" nohup "$java" "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
     -Djava.awt.headless=true "-Dkafka.logs.dir=$LOG_DIR" \
     "-Dlog4j2.configurationFile=$BROKER_LOG4J" \

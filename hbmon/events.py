@@ -13,8 +13,19 @@ import orjson
 
 DEVICE_DOWN = "DEVICE_DOWN"
 DEVICE_RECOVERED = "DEVICE_RECOVERED"
-ALERT_TYPES = (DEVICE_DOWN, DEVICE_RECOVERED)
-SEVERITY = {DEVICE_DOWN: "critical", DEVICE_RECOVERED: "info"}
+# A whole partition fell silent at once, so the monitor suspects the pipeline
+# (ingest, broker, network) rather than the devices and holds their DOWNs.
+MONITORING_DEGRADED = "MONITORING_DEGRADED"
+MONITORING_RESTORED = "MONITORING_RESTORED"
+DEVICE_TYPES = (DEVICE_DOWN, DEVICE_RECOVERED)
+MONITORING_TYPES = (MONITORING_DEGRADED, MONITORING_RESTORED)
+ALERT_TYPES = DEVICE_TYPES + MONITORING_TYPES
+SEVERITY = {
+    DEVICE_DOWN: "critical",
+    DEVICE_RECOVERED: "info",
+    MONITORING_DEGRADED: "warning",
+    MONITORING_RESTORED: "info",
+}
 
 # Event ids are UUIDv5 names in this namespace, so replaying the same
 # transition after a restart yields the same id and the alerter drops it.
@@ -74,12 +85,17 @@ def decode_heartbeat(value: bytes | None) -> HeartbeatRecord:
 
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
-    """A DEVICE_DOWN or DEVICE_RECOVERED event on the alert topic.
+    """An event on the alert topic.
 
     Times are milliseconds since the Unix epoch, taken from broker append
     times of heartbeats, never from device clocks. `detected_ms` is the
     monitor's partition clock when it saw the deadline pass (DOWN) or the
     time of the heartbeat that ended the episode (RECOVERED).
+
+    Device events carry the device's routing attributes from its last
+    heartbeat (`attrs`, string values only). Monitoring events have an empty
+    `device_id`, concern the whole `partition`, and count the devices whose
+    DOWN they hold back in `devices`.
     """
 
     event_id: str
@@ -93,6 +109,8 @@ class AlertEvent:
     partition: int
     message: str
     downtime_ms: int | None = None
+    attrs: dict[str, str] | None = None
+    devices: int | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -115,11 +133,16 @@ def decode_alert(value: bytes | None) -> AlertEvent:
             missing or of the wrong type.
     """
     data = _load_object(value)
-    for name in ("event_id", "device_id", "severity", "message"):
+    for name in ("event_id", "severity", "message"):
         if not isinstance(data.get(name), str) or not data[name]:
             raise InvalidRecord(name, "must be a non-empty string")
     if data.get("type") not in ALERT_TYPES:
         raise InvalidRecord("type", f"must be one of {', '.join(ALERT_TYPES)}")
+    device_id = data.get("device_id")
+    if not isinstance(device_id, str):
+        raise InvalidRecord("device_id", "must be a string")
+    if data["type"] in DEVICE_TYPES and not device_id:
+        raise InvalidRecord("device_id", f"must not be empty in {data['type']}")
     for name in ("last_seen_ms", "deadline_ms", "timeout_ms", "detected_ms"):
         if not _is_int(data.get(name)):
             raise InvalidRecord(name, "must be an integer")
@@ -127,6 +150,14 @@ def decode_alert(value: bytes | None) -> AlertEvent:
     downtime_ms = data.get("downtime_ms")
     if downtime_ms is not None and not _is_int(downtime_ms):
         raise InvalidRecord("downtime_ms", "must be an integer or null")
+    devices = data.get("devices")
+    if devices is not None and not _is_int(devices):
+        raise InvalidRecord("devices", "must be an integer or null")
+    attrs = data.get("attrs")
+    if attrs is not None and not (
+        isinstance(attrs, dict) and all(isinstance(v, str) for v in attrs.values())
+    ):
+        raise InvalidRecord("attrs", "must be an object of strings or null")
     return AlertEvent(
         event_id=data["event_id"],
         type=data["type"],
@@ -139,6 +170,8 @@ def decode_alert(value: bytes | None) -> AlertEvent:
         partition=partition if _is_int(partition) else -1,
         message=data["message"],
         downtime_ms=downtime_ms,
+        attrs=attrs,
+        devices=devices,
     )
 
 

@@ -218,7 +218,9 @@ class Shard:
         if self._clock_ms is None or now_ms > self._clock_ms:
             self._clock_ms = now_ms
         now_ms = self._clock_ms
-        wheel = self._wheel_starting_at(now_ms)
+        wheel = self._wheel
+        if wheel is None:
+            wheel = self._wheel_starting_at(now_ms)
         last_seen = self._last_seen_ms
         timeouts = self._timeout_ms
         default_ms = self.default_timeout_ms
@@ -226,13 +228,14 @@ class Shard:
         # so the deadlines reached by now_ms are those up to its tick boundary.
         reached_ms = now_ms - now_ms % self.tick_ms
         transitions: list[Transition] = []
+        # Devices filed for an older deadline, whose true one is not reached.
+        refile: list[tuple[str, int]] = []
         for device_id in wheel.expire(now_ms):
             last_seen_ms = last_seen[device_id]
             timeout_ms = timeouts.get(device_id, default_ms)
             deadline_ms = last_seen_ms + timeout_ms
             if deadline_ms > reached_ms:
-                # Filed for an older deadline; the true one is not reached yet.
-                wheel.schedule(device_id, deadline_ms)
+                refile.append((device_id, deadline_ms))
                 continue
             del last_seen[device_id]
             self._down[device_id] = (last_seen_ms, timeout_ms)
@@ -241,6 +244,8 @@ class Shard:
                     DOWN, device_id, last_seen_ms, deadline_ms, timeout_ms, now_ms
                 )
             )
+        if refile:
+            wheel.schedule_many(refile)
         return transitions
 
     def next_deadline_ms(self) -> int | None:

@@ -1,5 +1,7 @@
 """The timer wheel, checked against a brute-force model and at its boundaries."""
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -68,6 +70,9 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("schedule"), keys, offsets_ms),
         st.tuples(st.just("schedule"), keys, offsets_ms),
+        st.tuples(
+            st.just("schedule_many"), st.lists(st.tuples(keys, offsets_ms)), st.just(0)
+        ),
         st.tuples(st.just("cancel"), keys, st.just(0)),
         st.tuples(st.just("advance"), st.just(0), advances_ms),
         st.tuples(st.just("rewind"), st.just(0), st.integers(1, 5 * TICK_MS)),
@@ -78,13 +83,17 @@ operations = st.lists(
 
 
 @given(start_ms=st.integers(0, 10**13), steps=operations)
-def test_wheel_matches_model(start_ms: int, steps: list[tuple[str, int, int]]) -> None:
+def test_wheel_matches_model(start_ms: int, steps: list[tuple[str, Any, int]]) -> None:
     wheel: TimerWheel[int] = TimerWheel(tick_ms=TICK_MS, slots=SLOTS, start_ms=start_ms)
     model = ModelWheel(TICK_MS, start_ms)
     for action, key, value in steps:
         if action == "schedule":
             wheel.schedule(key, model.now_ms + value)
             model.deadlines[key] = model.now_ms + value
+        elif action == "schedule_many":
+            entries = [(k, model.now_ms + offset_ms) for k, offset_ms in key]
+            wheel.schedule_many(entries)
+            model.deadlines.update(entries)
         elif action == "cancel":
             assert wheel.cancel(key) == (model.deadlines.pop(key, None) is not None)
         elif action == "advance":
