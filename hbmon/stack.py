@@ -139,7 +139,7 @@ class Stack:
         created = ensure_topics(self.kafka)
         say(f"Topics ready on {self.kafka.bootstrap_servers}: {created or 'existing'}")
 
-        # 2. The mailbox that stands in for the team's SMTP relay.
+        # 2. The mailbox that replaces the team's SMTP relay.
         self.mail_dir.mkdir(parents=True, exist_ok=True)
         self.mailbox = LocalMailbox(self.mail_dir, port=self.args.smtp_port)
         self.mailbox.start()
@@ -249,7 +249,7 @@ class Stack:
                     break
                 await asyncio.sleep(0.5)
         raise StackError(
-            f"ingest did not answer on {url}; see {self.log_dir / 'ingest.log'}"
+            f"ingest did not respond on {url}; see {self.log_dir / 'ingest.log'}"
         )
 
     def _shutdown(self) -> None:
