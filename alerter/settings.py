@@ -1,18 +1,22 @@
 """Alerter settings from HBMON_SMTP_* and HBMON_ALERTER_* environment variables."""
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 
 from hbmon.env import SettingError, env_float, env_int, env_list, env_str
 
 SECURITY_MODES = ("none", "starttls", "tls")
+_WEEK_S = 7 * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
 class AlerterSettings:
-    """SMTP server, mail addresses, consumer group and retry bounds of the alerter.
+    """SMTP server, addresses, topics, grouping, retry bounds and API of the alerter.
 
-    The defaults deliver to the local mailbox of the one-command stack.
+    The defaults deliver to the local mailbox of the one-command stack. The
+    grouping, reminder and flapping values are defaults that a routes file
+    (`routes_file`) may override per route.
     """
 
     smtp_host: str = "127.0.0.1"
@@ -25,14 +29,35 @@ class AlerterSettings:
     sender: str = "hbmon-alerter@localhost"
     recipients: tuple[str, ...] = ("oncall@localhost",)
     group_id: str = "hbmon-alerter"
-    # Delivery attempts per read of a record. After the last one, the worker
-    # polls again and reads the same record, so a mail is never given up.
-    max_attempts: int = 3
+    # A static group member (group.instance.id) that restarts with the same
+    # id gets its partitions back at once, without waiting for the session
+    # timeout of its previous incarnation. Give each alerter its own id.
+    instance_id: str = ""
     backoff_initial_s: float = 0.5
-    backoff_max_s: float = 5.0
+    backoff_max_s: float = 30.0
+    # Transient failures of one notification are retried for this long; after
+    # it, the notification is parked on the dead-letter topic.
+    retry_for_s: float = 86_400.0
+    http_timeout_s: float = 10.0
     dedup_size: int = 10_000
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9102  # 0 turns the metrics endpoint off
+    routes_file: str = ""
+    group_wait_s: float = 5.0
+    group_interval_s: float = 60.0
+    repeat_interval_s: float = 0.0  # 0 sends no reminders
+    digest_threshold: int = 10
+    flap_max_flips: int = 4
+    flap_window_s: float = 600.0
+    flap_stable_s: float = 300.0
+    api_host: str = "127.0.0.1"
+    api_port: int = 9103  # 0 turns the silences API off
+    api_token: str = field(default="", repr=False)
+    dead_letter_topic: str = "device-alerts-dead-letter"
+    sent_topic: str = "device-alerts-sent"
+    state_topic: str = "device-alerts-state"
+    silence_topic: str = "device-alerts-silences"
+    sent_retention_s: float = _WEEK_S
 
     @classmethod
     def from_env(cls) -> "AlerterSettings":
@@ -43,41 +68,66 @@ class AlerterSettings:
         """
         # Read defaults from an instance: with slots=True, class attributes are
         # slot descriptors, not the defaults.
-        defaults = cls()
+        d = cls()
+        # The alerter's topics are named after the alert topic by default, so
+        # two deployments that share a broker keep their state apart.
+        alert_topic = env_str("HBMON_ALERT_TOPIC", "device-alerts")
         settings = cls(
-            smtp_host=env_str("HBMON_SMTP_HOST", defaults.smtp_host),
-            smtp_port=env_int("HBMON_SMTP_PORT", defaults.smtp_port, minimum=1),
-            smtp_security=env_str(
-                "HBMON_SMTP_SECURITY", defaults.smtp_security
-            ).lower(),
+            smtp_host=env_str("HBMON_SMTP_HOST", d.smtp_host),
+            smtp_port=env_int("HBMON_SMTP_PORT", d.smtp_port, minimum=1),
+            smtp_security=env_str("HBMON_SMTP_SECURITY", d.smtp_security).lower(),
             smtp_user=env_str("HBMON_SMTP_USER", ""),
             smtp_password=env_str("HBMON_SMTP_PASSWORD", ""),
             smtp_ca_file=env_str("HBMON_SMTP_CA_FILE", ""),
-            smtp_timeout_s=env_float(
-                "HBMON_SMTP_TIMEOUT_S", defaults.smtp_timeout_s, minimum=0.1
+            smtp_timeout_s=_seconds("HBMON_SMTP_TIMEOUT_S", d.smtp_timeout_s, 0.1),
+            sender=env_str("HBMON_ALERTER_SENDER", d.sender),
+            recipients=tuple(env_list("HBMON_ALERTER_RECIPIENTS", list(d.recipients))),
+            group_id=env_str("HBMON_ALERTER_GROUP_ID", d.group_id),
+            instance_id=env_str("HBMON_ALERTER_INSTANCE_ID", ""),
+            backoff_initial_s=_seconds(
+                "HBMON_ALERTER_BACKOFF_INITIAL_S", d.backoff_initial_s, 0.01
             ),
-            sender=env_str("HBMON_ALERTER_SENDER", defaults.sender),
-            recipients=tuple(
-                env_list("HBMON_ALERTER_RECIPIENTS", list(defaults.recipients))
+            backoff_max_s=_seconds(
+                "HBMON_ALERTER_BACKOFF_MAX_S", d.backoff_max_s, 0.01
             ),
-            group_id=env_str("HBMON_ALERTER_GROUP_ID", defaults.group_id),
-            max_attempts=env_int(
-                "HBMON_ALERTER_MAX_ATTEMPTS", defaults.max_attempts, minimum=1
+            retry_for_s=_seconds("HBMON_ALERTER_RETRY_FOR_S", d.retry_for_s, 1.0),
+            http_timeout_s=_seconds(
+                "HBMON_ALERTER_HTTP_TIMEOUT_S", d.http_timeout_s, 0.1
             ),
-            backoff_initial_s=env_float(
-                "HBMON_ALERTER_BACKOFF_INITIAL_S",
-                defaults.backoff_initial_s,
-                minimum=0.01,
-            ),
-            backoff_max_s=env_float(
-                "HBMON_ALERTER_BACKOFF_MAX_S", defaults.backoff_max_s, minimum=0.01
-            ),
-            dedup_size=env_int(
-                "HBMON_ALERTER_DEDUP_SIZE", defaults.dedup_size, minimum=1
-            ),
-            metrics_host=env_str("HBMON_ALERTER_METRICS_HOST", defaults.metrics_host),
+            dedup_size=env_int("HBMON_ALERTER_DEDUP_SIZE", d.dedup_size, minimum=1),
+            metrics_host=env_str("HBMON_ALERTER_METRICS_HOST", d.metrics_host),
             metrics_port=env_int(
-                "HBMON_ALERTER_METRICS_PORT", defaults.metrics_port, minimum=0
+                "HBMON_ALERTER_METRICS_PORT", d.metrics_port, minimum=0
+            ),
+            routes_file=env_str("HBMON_ALERTER_ROUTES_FILE", ""),
+            group_wait_s=_seconds("HBMON_ALERTER_GROUP_WAIT_S", d.group_wait_s, 0.0),
+            group_interval_s=_seconds(
+                "HBMON_ALERTER_GROUP_INTERVAL_S", d.group_interval_s, 0.1
+            ),
+            repeat_interval_s=_seconds(
+                "HBMON_ALERTER_REPEAT_INTERVAL_S", d.repeat_interval_s, 0.0
+            ),
+            digest_threshold=env_int(
+                "HBMON_ALERTER_DIGEST_THRESHOLD", d.digest_threshold, minimum=1
+            ),
+            flap_max_flips=env_int(
+                "HBMON_ALERTER_FLAP_MAX_FLIPS", d.flap_max_flips, minimum=1
+            ),
+            flap_window_s=_seconds("HBMON_ALERTER_FLAP_WINDOW_S", d.flap_window_s, 1.0),
+            flap_stable_s=_seconds("HBMON_ALERTER_FLAP_STABLE_S", d.flap_stable_s, 0.1),
+            api_host=env_str("HBMON_ALERTER_API_HOST", d.api_host),
+            api_port=env_int("HBMON_ALERTER_API_PORT", d.api_port, minimum=0),
+            api_token=env_str("HBMON_ALERTER_API_TOKEN", ""),
+            dead_letter_topic=env_str(
+                "HBMON_ALERTER_DEAD_LETTER_TOPIC", f"{alert_topic}-dead-letter"
+            ),
+            sent_topic=env_str("HBMON_ALERTER_SENT_TOPIC", f"{alert_topic}-sent"),
+            state_topic=env_str("HBMON_ALERTER_STATE_TOPIC", f"{alert_topic}-state"),
+            silence_topic=env_str(
+                "HBMON_ALERTER_SILENCE_TOPIC", f"{alert_topic}-silences"
+            ),
+            sent_retention_s=_seconds(
+                "HBMON_ALERTER_SENT_RETENTION_S", d.sent_retention_s, 3_600.0
             ),
         )
         settings.validate()
@@ -110,6 +160,23 @@ class AlerterSettings:
                 f"HBMON_SMTP_CA_FILE={self.smtp_ca_file!r} is not found or is "
                 "not a file; give the path of a PEM file with CA certificates"
             )
+        if self.routes_file and not os.path.isfile(self.routes_file):
+            raise SettingError(
+                f"HBMON_ALERTER_ROUTES_FILE={self.routes_file!r} is not found or "
+                "is not a file; give the path of a TOML routes file, or unset it "
+                "to mail every alert to HBMON_ALERTER_RECIPIENTS"
+            )
+        topics = {
+            "HBMON_ALERTER_DEAD_LETTER_TOPIC": self.dead_letter_topic,
+            "HBMON_ALERTER_SENT_TOPIC": self.sent_topic,
+            "HBMON_ALERTER_STATE_TOPIC": self.state_topic,
+            "HBMON_ALERTER_SILENCE_TOPIC": self.silence_topic,
+        }
+        if len(set(topics.values())) != len(topics):
+            raise SettingError(
+                f"{', '.join(topics)} must name four different topics; "
+                f"they are {', '.join(topics.values())}"
+            )
         _check_address("HBMON_ALERTER_SENDER", self.sender)
         if not self.recipients:
             raise SettingError(
@@ -119,26 +186,32 @@ class AlerterSettings:
             _check_address("HBMON_ALERTER_RECIPIENTS", recipient)
 
     @property
-    def delivery_budget_s(self) -> float:
-        """Estimate the longest time that one record's delivery attempts can block.
+    def api_is_local(self) -> bool:
+        """True when the silences API listens on a loopback address only."""
+        if self.api_host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.api_host).is_loopback
+        except ValueError:
+            return False
 
-        An attempt makes about 9 SMTP exchanges (connect, greeting, EHLO,
-        STARTTLS, EHLO, AUTH, MAIL, DATA, end of data) plus one RCPT per
-        recipient, and each exchange may wait up to `smtp_timeout_s`. A stale
-        reused connection costs one extra attempt. Waits between attempts
-        add at most `backoff_max_s` each.
-        """
-        exchanges = 9 + len(self.recipients)
-        attempt_s = exchanges * self.smtp_timeout_s
-        waits_s = (self.max_attempts - 1) * self.backoff_max_s
-        return (self.max_attempts + 1) * attempt_s + waits_s
+
+def _seconds(name: str, default: float, minimum: float) -> float:
+    return env_float(name, default, minimum=minimum)
 
 
 def _check_address(name: str, address: str) -> None:
+    """Raise SettingError unless `address` looks like a mail address."""
+    reason = address_problem(address)
+    if reason:
+        raise SettingError(f"{name}: {address!r} {reason}")
+
+
+def address_problem(address: str) -> str:
+    """Return why `address` is not a usable mail address, or an empty string."""
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
-        raise SettingError(f"{name}: {address!r} is not an email address (no @)")
+        return "is not an email address (no @)"
     if any(char.isspace() or not char.isprintable() for char in address):
-        raise SettingError(
-            f"{name}: {address!r} contains whitespace or control characters"
-        )
+        return "contains whitespace or control characters"
+    return ""

@@ -1,8 +1,7 @@
 """SMTP delivery over smtplib, with failures classified as transient or permanent.
 
-Delivery is synchronous: the worker handles one record at a time and may
-commit its offset only after the server has accepted the mail, so a thread
-or an event loop would add hand-offs without adding concurrency.
+Delivery is synchronous. Each mail channel runs in its own thread, so a
+slow or unreachable SMTP server holds up only that channel.
 """
 
 import logging
@@ -10,6 +9,7 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
+from alerter.channels.base import DeliveryError
 from alerter.settings import AlerterSettings
 
 logger = logging.getLogger(__name__)
@@ -21,24 +21,6 @@ _COMMANDS = {
     smtplib.SMTPHeloError: "EHLO/HELO",
     smtplib.SMTPAuthenticationError: "AUTH",
 }
-
-
-class DeliveryError(Exception):
-    """A mail was not delivered.
-
-    `retriable` is False only for a 5xx reply to MAIL FROM, RCPT TO or
-    DATA: the server rejected this message, and sending it again would
-    fail the same way. Connection errors, timeouts, 4xx replies and
-    failures while setting up the session (connect, EHLO, STARTTLS, AUTH)
-    are retriable. A setup failure is not caused by the message, and
-    parking messages because of a wrong password would drop every alert.
-    `code` is the SMTP reply code, or None when the server sent no reply.
-    """
-
-    def __init__(self, message: str, *, retriable: bool, code: int | None) -> None:
-        super().__init__(message)
-        self.retriable = retriable
-        self.code = code
 
 
 class SmtpMailer:

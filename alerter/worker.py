@@ -1,58 +1,80 @@
-"""The alerter's consumer-group member: alert records in, notification mails out.
+"""The alerter's consumer-group member: alert records in, notifications out.
 
-The worker handles one record at a time, in partition order, and commits a
-record's offset only after its mail was accepted, parked or skipped. A
-record whose delivery keeps failing is read again, never passed over.
+One unit of work (process_one) reads a batch of records and decides, for
+each, what to notify (DeviceBook) and puts it into its groups (Grouper).
+It then hands the groups whose wait is over to the channel lanes
+(Dispatcher), and once a second reviews silences, flapping and reminders.
+Last, it writes changed device state and commits the offsets below the
+lowest unsettled record (OffsetLedger). Channel lanes deliver in their own
+threads, so a failing receiver never stops this loop.
 """
 
-import enum
 import logging
+import os
 import threading
-from datetime import UTC, datetime
-from email.message import EmailMessage
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
     Message,
+    Producer,
     TopicPartition,
 )
 from prometheus_client import CollectorRegistry
 
 from alerter.backoff import Backoff
+from alerter.config import RoutingConfig, default_config, load_config
+from alerter.deadletter import DeadLetters
 from alerter.dedup import RecentIds
-from alerter.message import printable, render_message
+from alerter.devices import DeviceBook, Verdict, decode_state
+from alerter.dispatch import Dispatcher, Lane, build_channel
+from alerter.grouping import Grouper
+from alerter.ledger import OffsetLedger, RecordRef
+from alerter.message import printable
 from alerter.metrics import AlerterMetrics
+from alerter.notification import Item, Kind, kind_of
+from alerter.routing import Route
+from alerter.sentlog import SentLog
 from alerter.settings import AlerterSettings
-from alerter.smtp import DeliveryError, SmtpMailer
-from hbmon.events import AlertEvent, InvalidRecord, decode_alert
+from alerter.silences import Silence, SilenceStore, decode_silence
+from alerter.tables import TopicReader, TopicWriter, create_producer
+from alerter.topics import ensure_alerter_topics
+from hbmon.events import MONITORING_TYPES, AlertEvent, InvalidRecord, decode_alert
 from hbmon.kafka import KafkaSettings
 from hbmon.logs import RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
-# librdkafka's default max.poll.interval.ms; the consumer never uses less.
-_MIN_POLL_INTERVAL_MS = 300_000
+_BATCH_RECORDS = 500
+_REVIEW_INTERVAL_S = 1.0
+_COMMIT_INTERVAL_S = 0.5
+_CATCH_UP_TIMEOUT_S = 60.0
+_FLUSH_TIMEOUT_S = 10.0
 
 
-class Delivery(enum.Enum):
-    """Outcome of delivering one record's mail."""
+@dataclass
+class Stores:
+    """The alerter's topics: writers, readers and their in-memory views."""
 
-    SENT = "sent"
-    PARKED = "parked"
-    PENDING = "pending"
+    producer: Producer | None
+    sent_log: SentLog
+    dead_letters: DeadLetters
+    silences: SilenceStore
+    state_writer: TopicWriter | None = None
+    silence_writer: TopicWriter | None = None
+    state_reader: TopicReader | None = None
+    sent_reader: TopicReader | None = None
+    silence_reader: TopicReader | None = None
+    readers: list[TopicReader] = field(default_factory=list)
 
 
 def create_consumer(kafka: KafkaSettings, settings: AlerterSettings) -> Consumer:
     """Create a consumer-group member that commits only on explicit commit() calls."""
-    # The group removes a member that does not call poll() within
-    # max.poll.interval.ms. One record's delivery attempts can keep the
-    # worker from polling for up to delivery_budget_s, so the interval is
-    # twice that, and never below librdkafka's default.
-    poll_interval_ms = max(
-        _MIN_POLL_INTERVAL_MS, int(2_000 * settings.delivery_budget_s)
-    )
+    extra = {"group_instance_id": settings.instance_id} if settings.instance_id else {}
     return Consumer(
         kafka.client_config(
             group_id=settings.group_id,
@@ -60,70 +82,130 @@ def create_consumer(kafka: KafkaSettings, settings: AlerterSettings) -> Consumer
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
-            max_poll_interval_ms=poll_interval_ms,
+            **extra,
         )
     )
 
 
+def load_routing(
+    settings: AlerterSettings, environ: Mapping[str, str] | None = None
+) -> RoutingConfig:
+    """Load the routes file, or the single default route when none is set.
+
+    Raises:
+        ConfigError: the routes file breaks a rule.
+    """
+    if not settings.routes_file:
+        return default_config(settings)
+    return load_config(
+        settings.routes_file, settings, os.environ if environ is None else environ
+    )
+
+
 def build_worker(
-    kafka: KafkaSettings, settings: AlerterSettings, registry: CollectorRegistry
+    kafka: KafkaSettings,
+    settings: AlerterSettings,
+    registry: CollectorRegistry,
+    config: RoutingConfig | None = None,
 ) -> "AlertWorker":
-    """Create a worker with its own consumer, SMTP client and metrics in `registry`."""
+    """Create the alerter's topics and a worker with its own clients and metrics.
+
+    Raises:
+        ConfigError: the routes file breaks a rule.
+        KafkaException: the topics cannot be created.
+    """
+    config = config or load_routing(settings)
+    ensure_alerter_topics(kafka, settings)
+    producer = create_producer(kafka)
+    silences = SilenceStore(config.silences)
+    stores = Stores(
+        producer=producer,
+        sent_log=SentLog(TopicWriter(producer, settings.sent_topic)),
+        dead_letters=DeadLetters(TopicWriter(producer, settings.dead_letter_topic)),
+        silences=silences,
+        state_writer=TopicWriter(producer, settings.state_topic),
+        silence_writer=TopicWriter(producer, settings.silence_topic),
+    )
     return AlertWorker(
         consumer=create_consumer(kafka, settings),
-        mailer=SmtpMailer(settings),
+        kafka=kafka,
         settings=settings,
-        topic=kafka.alert_topic,
+        config=config,
+        stores=stores,
         metrics=AlerterMetrics(registry),
     )
 
 
 class AlertWorker:
-    """Consumer-group member that turns alert events into mails, one record per call.
+    """Consumer-group member that turns alert events into notifications.
 
-    NOTE: the ids of mailed events are kept in memory only. After a
-    restart, committed offsets alone prevent resends, so a mail whose
-    offset commit was lost (a crash between the SMTP reply and the commit,
-    or a rebalance) is sent again. Persisting recent ids, for example in a
-    compacted topic, would close that gap.
+    process_one() is the unit of work; run() loops around it. start()
+    reads the alerter's topics and subscribes; close() stops the lanes,
+    commits what is settled and leaves the group.
     """
 
     def __init__(
         self,
         consumer: Consumer,
-        mailer: SmtpMailer,
+        kafka: KafkaSettings,
         settings: AlerterSettings,
-        topic: str,
+        config: RoutingConfig,
+        stores: Stores,
         metrics: AlerterMetrics,
     ) -> None:
         self.consumer = consumer
-        self.mailer = mailer
+        self.kafka = kafka
+        self.topic = kafka.alert_topic
         self.settings = settings
-        self.topic = topic
+        self.config = config
+        self.router = config.router
+        self.stores = stores
         self.metrics = metrics
+        self.ledger = OffsetLedger()
+        self.grouper = Grouper(self.ledger)
+        self.book = DeviceBook(config.flapping)
         self.recent_ids = RecentIds(settings.dedup_size)
-        self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
-        # Transient failures since the last accepted or parked mail. It
-        # survives re-reading a record, so the backoff keeps growing.
-        self._failures = 0
+        self.dispatcher = self._build_dispatcher()
+        self._assigned: set[int] = set()
+        self._next_review_s = 0.0
+        self._next_commit_s = 0.0
         self._stopping = threading.Event()
         self._log_limit = RateLimitedLog()
 
+    @property
+    def silences(self) -> SilenceStore:
+        return self.stores.silences
+
+    @property
+    def assigned_partitions(self) -> set[int]:
+        """The partitions of the alert topic this member owns now."""
+        return set(self._assigned)
+
     def start(self) -> None:
-        """Subscribe to the alert topic."""
+        """Read the sent log, device state and silences, start the lanes, subscribe.
+
+        Raises:
+            StateError: an alerter topic could not be read to its end.
+        """
+        self._start_readers()
+        self.dispatcher.start()
         self.consumer.subscribe(
-            [self.topic], on_assign=_log_assigned, on_revoke=_log_revoked
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
         logger.info(
-            "Alerter started: group %s, topic %s, SMTP server %s (security %s)",
+            "Alerter started: group %s, topic %s, %d routes plus the default, "
+            "%d receivers, SMTP server %s:%d (security %s)",
             self.settings.group_id,
             self.topic,
-            self.mailer.address,
+            len(self.router.routes),
+            len(self.router.receivers),
+            self.settings.smtp_host,
+            self.settings.smtp_port,
             self.settings.smtp_security,
         )
 
     def run(self, poll_timeout_s: float = 1.0) -> None:
-        """Process records until stop() is called, then close the consumer."""
+        """Process records until stop() is called, then close."""
         self.start()
         try:
             while not self._stopping.is_set():
@@ -132,144 +214,311 @@ class AlertWorker:
             self.close()
 
     def stop(self) -> None:
-        """Make run() return after the current record. Safe in a signal handler."""
+        """Make run() return after the current unit of work; signal-handler safe."""
         self._stopping.set()
 
     def close(self) -> None:
-        """Leave the consumer group and close the SMTP connection."""
+        """Stop the lanes, commit settled offsets, leave the group, close clients."""
+        self.dispatcher.stop(timeout_s=self.settings.smtp_timeout_s + 1.0)
+        self._persist_state()
+        self._commit(force=True)
         self.consumer.close()
-        self.mailer.close()
+        for reader in self.stores.readers:
+            reader.close()
+        if self.stores.producer is not None:
+            self.stores.producer.flush(_FLUSH_TIMEOUT_S)
         logger.info("Alerter stopped: group %s left", self.settings.group_id)
 
     def process_one(self, timeout_s: float) -> bool:
-        """Poll for one record and handle it. Return True if a record arrived.
+        """Read up to one batch of records and move every stage forward once.
 
-        A decoded event is mailed unless its id was mailed recently. The
-        record's offset is committed synchronously once the mail was
-        accepted or parked, or once the record was skipped as poison or as
-        a duplicate. When delivery still fails after `max_attempts`
-        attempts, or stop() was called, the consumer seeks back to the
-        record, so the next call reads it again and no later offset of its
-        partition is committed before it.
+        Waits at most `timeout_s`, and less when a group is due sooner.
+        Return True if records arrived.
 
         Raises:
-            KafkaException: the consumer hit a fatal error, or could not
-                seek back to a record whose mail is still pending.
+            KafkaException: the consumer hit a fatal error.
+            StateError: an alerter topic could not be read after a rebalance.
         """
-        record = self.consumer.poll(timeout_s)
-        if record is None:
-            return False
+        # 1. Read and decide.
+        records = self.consumer.consume(_BATCH_RECORDS, self._wait_s(timeout_s))
+        for record in records:
+            self._handle_record(record)
+        if self.stores.silence_reader is not None:
+            self.stores.silence_reader.poll()
+
+        # 2. Review held-back notifications and reminders, then send due groups.
+        now_s = time.monotonic()
+        if now_s >= self._next_review_s:
+            self._next_review_s = now_s + _REVIEW_INTERVAL_S
+            self._review(now_s)
+        self._flush_groups(now_s)
+
+        # 3. Persist device state, then commit what is settled.
+        self._persist_state()
+        self._commit()
+        self.metrics.pending_records.set(self.ledger.pending_count())
+        self.metrics.grouped_items.set(self.grouper.pending_items())
+        return bool(records)
+
+    def _handle_record(self, record: Message) -> None:
         error = record.error()
         if error is not None:
             self._handle_consumer_error(error)
-            return False
-
-        # 1. Decode and render. A record that fails either is poison.
+            return
+        partition, offset = record.partition(), record.offset()
+        if partition is None or offset is None or partition not in self._assigned:
+            return
+        ref = self.ledger.read(partition, offset)
         try:
             event = decode_alert(record.value())
-            message = render_message(
-                event,
-                sender=self.settings.sender,
-                recipients=self.settings.recipients,
-                now=datetime.now(UTC),
-            )
         except InvalidRecord as err:
             self._skip_poison(record, err)
-            return True
+        else:
+            self._handle_event(event, partition, ref)
+        finally:
+            self.ledger.release(ref)
 
-        # 2. Skip an event whose mail was sent already.
-        if event.event_id in self.recent_ids:
-            self.metrics.duplicates_skipped.inc()
-            logger.info(
-                "Skipping event %s for device %s: its mail was already sent",
-                event.event_id,
-                printable(event.device_id),
-            )
-            self._commit(record)
-            return True
+    def _handle_event(self, event: AlertEvent, partition: int, ref: RecordRef) -> None:
+        now_s = time.monotonic()
+        now_ms = int(time.time() * 1000)
 
-        # 3. Deliver, then commit unless the mail is still pending.
-        if self._deliver(event, message) is Delivery.PENDING:
-            self._seek_back(record)
-            return True
-        self._commit(record)
-        return True
-
-    def _deliver(self, event: AlertEvent, message: EmailMessage) -> Delivery:
-        for attempt in range(1, self.settings.max_attempts + 1):
-            if self._failures:
-                self.metrics.mail_retries.inc()
-            try:
-                rejected = self.mailer.send(message)
-            except DeliveryError as err:
-                if not err.retriable:
-                    self._park(event, err)
-                    return Delivery.PARKED
-                self._failures += 1
-                self.metrics.mails_failed.labels(kind="transient").inc()
-                delay_s = self.backoff.delay_s(self._failures)
-                self._log_transient(event, err, attempt, delay_s)
-                if self._stopping.wait(delay_s):
-                    return Delivery.PENDING
-                continue
-
-            self._record_sent(event, rejected)
-            return Delivery.SENT
-        return Delivery.PENDING
-
-    def _record_sent(
-        self, event: AlertEvent, rejected: dict[str, tuple[int, bytes]]
-    ) -> None:
-        self._failures = 0
-        self.recent_ids.add(event.event_id)
-        self.metrics.record_sent()
-        logger.info(
-            "Mail sent for event %s (device %s, %s)",
-            event.event_id,
-            printable(event.device_id),
-            event.type,
-        )
-        if rejected:
-            logger.warning(
-                "SMTP server rejected recipients %s of the mail for event %s; the "
-                "others got it, so it is not sent again",
-                "; ".join(
-                    f"{address} ({code})" for address, (code, _) in rejected.items()
-                ),
-                event.event_id,
-            )
-
-    def _park(self, event: AlertEvent, err: DeliveryError) -> None:
-        # NOTE: parking only logs and counts the event. A dead-letter topic
-        # that keeps parked events for replay does not exist yet.
-        self._failures = 0
-        self.metrics.mails_failed.labels(kind="permanent").inc()
-        logger.error(
-            "SMTP server rejected the mail for event %s (device %s, %s) "
-            "permanently: %s. Parking the event, so no mail is sent for it and "
-            "its offset will be committed",
-            event.event_id,
-            printable(event.device_id),
-            event.type,
-            err,
-        )
-
-    def _log_transient(
-        self, event: AlertEvent, err: DeliveryError, attempt: int, delay_s: float
-    ) -> None:
-        suppressed = self._log_limit.allow("transient")
-        if suppressed is None:
+        # Monitoring events concern a partition of the heartbeat topic, not a
+        # device: no silences, flapping or reminders, only deduplication.
+        if event.type in MONITORING_TYPES:
+            if event.event_id in self.recent_ids:
+                self.metrics.duplicates_skipped.inc()
+            self.recent_ids.add(event.event_id)
+            item = Item(kind_of(event), event.event_id, event)
+            for route in self.router.routes_for(event):
+                self.grouper.add(route, item, [ref], now_s)
             return
-        logger.warning(
-            "Delivery of the mail for event %s (device %s) failed: %s; attempt "
-            "%d of %d for this read, will retry in %.2f s%s",
+
+        silence = self.silences.silencing(event, now_ms)
+        decision = self.book.apply(event, partition, now_ms, silence is not None)
+        if decision.duplicate:
+            self.metrics.duplicates_skipped.inc()
+        else:
+            self.metrics.events.labels(decision.verdict.value).inc()
+            self._log_decision(event, decision.verdict, silence)
+        if decision.item is not None:
+            for route in self.router.routes_for(event):
+                self.grouper.add(route, decision.item, [ref], now_s)
+
+    def _review(self, now_s: float) -> None:
+        now_ms = int(time.time() * 1000)
+        items = self.book.review(
+            now_ms,
+            owned=self._assigned.__contains__,
+            is_silenced=lambda event: (
+                self.silences.silencing(event, now_ms) is not None
+            ),
+            repeat_interval_s=self.router.repeat_interval_s,
+        )
+        for item in items:
+            for route in self._routes_for_item(item):
+                self.grouper.add(route, item, [], now_s)
+            logger.info(
+                "Device %s: sending %s notification held back or due (%s)",
+                printable(item.event.device_id),
+                item.kind.name,
+                item.key,
+            )
+        self._drop_stale_silences(now_ms)
+
+    def _routes_for_item(self, item: Item) -> list[Route]:
+        routes = self.router.routes_for(item.event)
+        if item.kind is Kind.REMINDER:
+            return [r for r in routes if r.timing.repeat_interval_s > 0]
+        return routes
+
+    def _flush_groups(self, now_s: float) -> None:
+        for batch in self.grouper.due(now_s):
+            route = self.router.route_named(batch.notification.route)
+            if route is not None:
+                self.dispatcher.dispatch(route, batch.notification, batch.refs)
+            self.grouper.release(batch)
+
+    def _wait_s(self, timeout_s: float) -> float:
+        next_flush_s = self.grouper.next_flush_s()
+        if next_flush_s is None:
+            return timeout_s
+        return max(0.0, min(timeout_s, next_flush_s - time.monotonic()))
+
+    def _persist_state(self) -> None:
+        writer = self.stores.state_writer
+        for device_id, state in self.book.take_dirty():
+            if writer is not None:
+                writer.write(device_id, None if state is None else state.encode())
+
+    def _commit(self, force: bool = False) -> None:
+        now_s = time.monotonic()
+        if not force and now_s < self._next_commit_s:
+            return
+        self._next_commit_s = now_s + _COMMIT_INTERVAL_S
+        positions = self.ledger.committable()
+        if not positions:
+            return
+
+        # State and sent-log records must reach the broker before the offsets
+        # that make their records unreadable after a restart.
+        producer = self.stores.producer
+        if producer is not None and producer.flush(_FLUSH_TIMEOUT_S) > 0:
+            logger.warning(
+                "State records were not acknowledged within %.0f s; not committing "
+                "offsets yet, will retry",
+                _FLUSH_TIMEOUT_S,
+            )
+            return
+        offsets = [TopicPartition(self.topic, p, o) for p, o in positions.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as err:
+            logger.warning(
+                "Committing offsets %s of %s failed: %s; will retry. Until a commit "
+                "succeeds, a restart reads those records again, and the sent log "
+                "keeps their notifications from being sent twice",
+                positions,
+                self.topic,
+                err,
+            )
+            return
+        self.ledger.mark_committed(positions)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = [tp.partition for tp in partitions]
+        logger.info("Assigned partitions: %s", _describe(partitions))
+        self.ledger.assign(numbers)
+        for reader in (self.stores.state_reader, self.stores.sent_reader):
+            if reader is not None:
+                reader.catch_up(_CATCH_UP_TIMEOUT_S)
+        self._assigned.update(numbers)
+
+        # Send again what was decided for these devices before a restart or
+        # a rebalance; lanes drop what the sent log lists as delivered.
+        since_ms = int((time.time() - self.settings.sent_retention_s / 2) * 1000)
+        now_s = time.monotonic()
+        for item in self.book.notices(numbers, since_ms):
+            for route in self._routes_for_item(item):
+                self.grouper.add(route, item, [], now_s)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = set(tp.partition for tp in partitions)
+        logger.info("Revoked partitions: %s", _describe(partitions))
+        self._persist_state()
+        self._commit(force=True)
+        # NOTE: notifications already queued in lanes still go out from here.
+        # The new owner skips them only if their sent-log records reach it
+        # before it reads the records again; otherwise they are sent twice.
+        # Only a rebalance between two live alerters opens this window.
+        dropped = self.grouper.drop_partitions(numbers)
+        if dropped:
+            logger.info(
+                "Dropped %d grouped items of revoked partitions; their new owner "
+                "reads them again",
+                dropped,
+            )
+        self.ledger.revoke(list(numbers))
+        self._assigned.difference_update(numbers)
+        if self.stores.producer is not None:
+            self.stores.producer.flush(_FLUSH_TIMEOUT_S)
+
+    def _start_readers(self) -> None:
+        stores = self.stores
+        if stores.producer is None:
+            return
+        readers = {
+            "state": (self.settings.state_topic, self._apply_state),
+            "sent": (self.settings.sent_topic, stores.sent_log.apply),
+            "silence": (self.settings.silence_topic, self._apply_silence),
+        }
+        for name, (topic, apply) in readers.items():
+            reader = TopicReader(self.kafka, topic, apply)
+            reader.start(_CATCH_UP_TIMEOUT_S)
+            count = reader.catch_up(_CATCH_UP_TIMEOUT_S)
+            logger.info("Read %d records from topic %s", count, topic)
+            setattr(stores, f"{name}_reader", reader)
+            stores.readers.append(reader)
+
+    def _apply_state(self, device_id: str, value: bytes | None) -> None:
+        if value is None:
+            self.book.load(device_id, None)
+            return
+        try:
+            self.book.load(device_id, decode_state(value))
+        except (ValueError, KeyError, TypeError) as err:
+            logger.warning(
+                "Skipping invalid state record of device %s: %s; the device starts "
+                "with no alert state",
+                printable(device_id),
+                err,
+            )
+
+    def _apply_silence(self, silence_id: str, value: bytes | None) -> None:
+        if value is None:
+            self.silences.remove(silence_id)
+            return
+        try:
+            silence = decode_silence(value)
+        except ValueError as err:
+            logger.warning(
+                "Skipping invalid silence record %s: %s; it silences nothing",
+                printable(silence_id),
+                err,
+            )
+            return
+        # Silences only end earlier over time (expire), so keep the earliest
+        # end: an older record read after an expiry must not revive it.
+        current = self.silences.get(silence_id)
+        if current is not None and current.ends_ms < silence.ends_ms:
+            return
+        self.silences.put(silence)
+
+    def _drop_stale_silences(self, now_ms: int) -> None:
+        for silence_id in self.silences.stale_ids(now_ms):
+            self.silences.remove(silence_id)
+            if self.stores.silence_writer is not None:
+                self.stores.silence_writer.write(silence_id, None)
+
+    def _build_dispatcher(self) -> Dispatcher:
+        lanes: dict[str, list[Lane]] = {}
+        for name, receiver in self.router.receivers.items():
+            lanes[name] = [
+                Lane(
+                    name,
+                    build_channel(channel, self.settings, self.kafka.heartbeat_topic),
+                    sent_log=self.stores.sent_log,
+                    dead_letters=self.stores.dead_letters,
+                    ledger=self.ledger,
+                    metrics=self.metrics,
+                    backoff=Backoff(
+                        self.settings.backoff_initial_s, self.settings.backoff_max_s
+                    ),
+                    retry_for_s=self.settings.retry_for_s,
+                )
+                for channel in receiver.channels
+            ]
+        return Dispatcher(self.router, lanes)
+
+    def _log_decision(
+        self, event: AlertEvent, verdict: Verdict, silence: Silence | None
+    ) -> None:
+        if verdict is Verdict.NOTIFY:
+            return
+        silence_id = silence.silence_id if silence is not None else "?"
+        reason = {
+            Verdict.SILENCED: f"silenced by silence {silence_id}; it is sent if the "
+            "device is still in this state when the silence ends",
+            Verdict.FLAPPING_NOTICE: "the device is flapping; one flapping notice is "
+            "sent and its mails are held until it is stable",
+            Verdict.HELD_FLAPPING: "held while the device is flapping",
+            Verdict.UNNOTIFIED: "its DOWN was never sent, so the recovery is not sent",
+        }[verdict]
+        logger.info(
+            "Event %s (device %s, %s) recorded, not sent now: %s",
             event.event_id,
             printable(event.device_id),
-            err,
-            attempt,
-            self.settings.max_attempts,
-            delay_s,
-            _suppressed_note(suppressed),
+            event.type,
+            reason,
         )
 
     def _skip_poison(self, record: Message, err: InvalidRecord) -> None:
@@ -285,43 +534,12 @@ class AlertWorker:
                 err,
                 _suppressed_note(suppressed),
             )
-        self._commit(record)
-
-    def _commit(self, record: Message) -> None:
-        try:
-            self.consumer.commit(message=record, asynchronous=False)
-        except KafkaException as err:
-            logger.warning(
-                "Committing offset %d of %s[%d] failed: %s; continuing. If the "
-                "partition is reassigned before a later commit succeeds, the "
-                "record is read again and its mail sent twice",
-                record.offset(),
-                record.topic(),
-                record.partition(),
-                err,
-            )
-
-    def _seek_back(self, record: Message) -> None:
-        topic, partition, offset = record.topic(), record.partition(), record.offset()
-        if topic is None or partition is None or offset is None:
-            raise ValueError(
-                f"cannot seek back to a record without a position: {record}"
-            )
-        try:
-            self.consumer.seek(TopicPartition(topic, partition, offset))
-        except KafkaException:
-            logger.error(
-                "Seeking back to offset %d of %s[%d] failed; exiting, so that a "
-                "restart resumes from the committed offset and skips no mail",
-                offset,
-                topic,
-                partition,
-            )
-            raise
 
     def _handle_consumer_error(self, error: KafkaError) -> None:
         if error.fatal():
             raise KafkaException(error)
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
         suppressed = self._log_limit.allow("consumer")
         if suppressed is not None:
             logger.warning(
@@ -334,14 +552,6 @@ class AlertWorker:
 
 def _suppressed_note(suppressed: int) -> str:
     return f" ({suppressed} similar lines suppressed)" if suppressed else ""
-
-
-def _log_assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-    logger.info("Assigned partitions: %s", _describe(partitions))
-
-
-def _log_revoked(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-    logger.info("Revoked partitions: %s", _describe(partitions))
 
 
 def _describe(partitions: list[TopicPartition]) -> str:

@@ -7,7 +7,10 @@ variables (see the README); flags cover what one changes per run.
 
 import argparse
 import importlib
+import os
 import sys
+
+from confluent_kafka import KafkaException
 
 from hbmon.env import SettingError
 
@@ -19,6 +22,15 @@ ROLES = {
     "simulate": "hbmon.simulator",
     "topics": "hbmon.topics",
 }
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults in help, except for flags and options without a default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=module.HELP,
             description=module.HELP,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=_HelpFormatter,
         )
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
@@ -47,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     except SettingError as err:
         print(f"hbmon {args.role}: invalid setting: {err}", file=sys.stderr)
         return 2
+    except KafkaException as err:
+        bootstrap = os.environ.get("HBMON_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+        print(
+            f"hbmon {args.role}: Kafka at {bootstrap} failed: {err.args[0]}. "
+            "Check HBMON_KAFKA_BOOTSTRAP and that the broker runs. Exiting.",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -14,7 +14,7 @@ import orjson
 DEVICE_DOWN = "DEVICE_DOWN"
 DEVICE_RECOVERED = "DEVICE_RECOVERED"
 # A whole partition fell silent at once, so the monitor suspects the pipeline
-# (ingest, broker, network) rather than the devices and holds their DOWNs.
+# (ingest, broker, network) rather than the devices and withholds their DOWNs.
 MONITORING_DEGRADED = "MONITORING_DEGRADED"
 MONITORING_RESTORED = "MONITORING_RESTORED"
 DEVICE_TYPES = (DEVICE_DOWN, DEVICE_RECOVERED)

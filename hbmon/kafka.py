@@ -8,18 +8,20 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from hbmon.env import env_int, env_str
+from hbmon.env import SettingError, env_int, env_str
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
-    """Where the broker is and what the topics are called."""
+    """Broker address, credentials and topic names."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
     heartbeat_topic: str = "iot-data"
     alert_topic: str = "device-alerts"
+    # Empty means "<heartbeat_topic>-state", as state_topic_name returns.
+    state_topic: str = ""
     heartbeat_partitions: int = 6
     alert_partitions: int = 3
     replication_factor: int = 1
@@ -37,6 +39,7 @@ class KafkaSettings:
             ),
             heartbeat_topic=env_str("HBMON_HEARTBEAT_TOPIC", defaults.heartbeat_topic),
             alert_topic=env_str("HBMON_ALERT_TOPIC", defaults.alert_topic),
+            state_topic=env_str("HBMON_STATE_TOPIC", defaults.state_topic),
             heartbeat_partitions=env_int(
                 "HBMON_HEARTBEAT_PARTITIONS", defaults.heartbeat_partitions, minimum=1
             ),
@@ -46,13 +49,16 @@ class KafkaSettings:
             replication_factor=env_int(
                 "HBMON_REPLICATION_FACTOR", defaults.replication_factor, minimum=1
             ),
-            security_protocol=env_str(
-                "HBMON_KAFKA_SECURITY_PROTOCOL", defaults.security_protocol
-            ),
+            security_protocol=_security_protocol(defaults.security_protocol),
             sasl_mechanism=env_str("HBMON_KAFKA_SASL_MECHANISM", ""),
             sasl_username=env_str("HBMON_KAFKA_SASL_USERNAME", ""),
             sasl_password=env_str("HBMON_KAFKA_SASL_PASSWORD", ""),
         )
+
+    @property
+    def state_topic_name(self) -> str:
+        """The monitor's compacted changelog topic, co-partitioned with heartbeats."""
+        return self.state_topic or f"{self.heartbeat_topic}-state"
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """Return a confluent-kafka configuration with these settings and `extra`.
@@ -72,17 +78,48 @@ class KafkaSettings:
         return config
 
 
-def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create the heartbeat and alert topics unless they exist; return those created.
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
-    The heartbeat topic uses broker append time as the record timestamp, so
-    liveness never depends on a device clock or on the ingest host's clock.
+
+def _security_protocol(default: str) -> str:
+    value = env_str("HBMON_KAFKA_SECURITY_PROTOCOL", default).upper()
+    if value not in SECURITY_PROTOCOLS:
+        raise SettingError(
+            f"HBMON_KAFKA_SECURITY_PROTOCOL={value!r} is not supported; use one "
+            f"of {', '.join(SECURITY_PROTOCOLS)}"
+        )
+    return value
+
+
+# Compaction keeps the newest record per device. Small segments let the
+# cleaner reach records soon, so a restore reads little beyond the live state.
+STATE_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.bytes": str(64 * 1024 * 1024),
+    "min.cleanable.dirty.ratio": "0.5",
+}
+
+
+def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
+    """Create the heartbeat, alert and state topics unless they exist.
+
+    Returns the names of the topics created. The heartbeat topic uses broker
+    append time as the record timestamp, so liveness never depends on a
+    device clock or on the ingest host's clock. The monitor's state topic is
+    compacted and gets as many partitions as the heartbeat topic has, even
+    when that topic existed before with another count.
 
     Raises:
-        KafkaException: the broker rejected a topic or did not answer in time.
+        KafkaException: the broker rejected a topic or did not respond in time.
     """
     admin = AdminClient(settings.client_config())
     existing = admin.list_topics(timeout=timeout_s).topics
+    heartbeat = existing.get(settings.heartbeat_topic)
+    heartbeat_partitions = (
+        len(heartbeat.partitions)
+        if heartbeat is not None and heartbeat.partitions
+        else settings.heartbeat_partitions
+    )
     wanted = [
         NewTopic(
             settings.heartbeat_topic,
@@ -95,7 +132,33 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
             num_partitions=settings.alert_partitions,
             replication_factor=settings.replication_factor,
         ),
+        NewTopic(
+            settings.state_topic_name,
+            num_partitions=heartbeat_partitions,
+            replication_factor=settings.replication_factor,
+            config=STATE_TOPIC_CONFIG,
+        ),
     ]
+    return create_missing_topics(admin, wanted, timeout_s, existing=set(existing))
+
+
+def create_missing_topics(
+    admin: AdminClient,
+    wanted: list[NewTopic],
+    timeout_s: float,
+    existing: set[str] | None = None,
+) -> list[str]:
+    """Create the topics of `wanted` that do not exist; return the names created.
+
+    Waits until every partition of a created topic has a leader. A topic
+    that another process creates at the same time counts as existing.
+
+    Raises:
+        KafkaException: the broker rejected a topic, or a topic has no
+            leader after `timeout_s`.
+    """
+    if existing is None:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [topic for topic in wanted if topic.topic not in existing]
     if not missing:
         return []

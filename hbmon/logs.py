@@ -3,14 +3,24 @@
 import logging
 import time
 
-from hbmon.env import env_str
+from hbmon.env import SettingError, env_str
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def configure_logging(level: str | None = None) -> None:
-    """Send log lines to stderr in UTC, at HBMON_LOG_LEVEL (default INFO)."""
+    """Send log lines to stderr in UTC, at HBMON_LOG_LEVEL (default INFO).
+
+    Raises:
+        SettingError: the level is not one of LEVELS.
+    """
     name = (level or env_str("HBMON_LOG_LEVEL", "INFO")).upper()
+    if name not in LEVELS:
+        raise SettingError(
+            f"HBMON_LOG_LEVEL={name!r} is not a log level; use one of "
+            f"{', '.join(LEVELS)}"
+        )
     logging.Formatter.converter = time.gmtime
     logging.basicConfig(level=name, format=_FORMAT, force=True)
 

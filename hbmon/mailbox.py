@@ -120,24 +120,32 @@ class LocalMailbox:
     ) -> None:
         self.stop()
 
-    def reject_mail(self, code: int, *, stage: str = "DATA") -> None:
+    def reject_mail(self, code: int, *, stage: str = "DATA", after: int = 0) -> None:
         """Reply `code` to every RCPT TO or DATA command until accept_mail().
 
         Use a 4xx code, such as 451, for a transient failure and a 5xx code,
-        such as 550, for a permanent one.
+        such as 550, for a permanent one. With `after`, that many more mails
+        are accepted and stored first.
 
         Raises:
-            ValueError: `code` is not 400-599, or `stage` is not RCPT or DATA.
+            ValueError: `code` is not 400-599, `stage` is not RCPT or DATA, or
+                `after` is negative.
         """
         if not 400 <= code <= 599:
             raise ValueError(f"code={code} is invalid; use a 4xx or 5xx reply code")
         if stage not in REJECT_STAGES:
             raise ValueError(f"stage={stage!r} is invalid; use RCPT or DATA")
-        self._handler.rejection = (code, stage)
+        if after < 0:
+            raise ValueError(f"after={after} is invalid; use 0 or more")
+        with self._handler.lock:
+            self._handler.accept_budget = after
+            self._handler.rejection = (code, stage)
 
     def accept_mail(self) -> None:
         """Accept and store mail again after reject_mail()."""
-        self._handler.rejection = None
+        with self._handler.lock:
+            self._handler.rejection = None
+            self._handler.accept_budget = 0
 
     @property
     def rejected_count(self) -> int:
@@ -177,9 +185,11 @@ class _StoringHandler:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.rejection: tuple[int, str] | None = None
+        # Mails still accepted before `rejection` applies.
+        self.accept_budget = 0
         self.rejected_count = 0
         self._counter = itertools.count(1)
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     async def handle_RCPT(
         self,
@@ -201,15 +211,18 @@ class _StoringHandler:
         reply = self._rejection_reply("DATA")
         if reply:
             return reply
+        with self.lock:
+            if self.rejection is not None and self.accept_budget > 0:
+                self.accept_budget -= 1
         path = self._store(session, envelope)
         logger.debug("Stored mail from %s in %s", envelope.mail_from, path.name)
         return "250 Message accepted for delivery"
 
     def _rejection_reply(self, stage: str) -> str | None:
-        rejection = self.rejection
-        if rejection is None or rejection[1] != stage:
-            return None
-        with self._lock:
+        with self.lock:
+            rejection = self.rejection
+            if rejection is None or rejection[1] != stage or self.accept_budget > 0:
+                return None
             self.rejected_count += 1
         code = rejection[0]
         kind = "temporarily" if code < 500 else "permanently"
@@ -219,7 +232,7 @@ class _StoringHandler:
         # Write to a hidden temporary name first, so that messages() never
         # reads a half-written file.
         now = datetime.now(UTC)
-        with self._lock:
+        with self.lock:
             number = next(self._counter)
         name = f"{now:%Y%m%dT%H%M%S.%f}Z-{number:06d}.eml"
         peer = session.peer

@@ -3,7 +3,9 @@
 It starts a single-node Kafka broker (unless one is given), creates the
 topics, starts a local SMTP server that stores each mail as a file, runs
 ingest, monitor and alerter as child processes, and drives a simulated
-fleet. Ctrl-C stops everything it started, in reverse order.
+fleet. Ctrl-C stops everything it started: the terminal's SIGINT reaches
+the services directly, the stack sends SIGTERM to any still running, and
+then stops the mailbox and, last, the broker.
 """
 
 import argparse
@@ -35,19 +37,49 @@ ROLES = ("ingest", "monitor", "alerter")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap",
-        default="",
-        help="use the Kafka broker at this host:port instead of starting one",
+        default=None,
+        help="use the Kafka broker at this host:port instead of starting one "
+        "(default: start a broker on 127.0.0.1:--kafka-port)",
+    )
+    parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=int(os.environ.get("HBMON_KAFKA_PORT") or 9092),
+        help="client port of the broker that the stack starts; its KRaft "
+        "controller listens on the next port up",
     )
     parser.add_argument(
         "--state-dir",
         default=str(ROOT / ".local"),
-        help="folder for the mailbox and the service logs",
+        help="folder for the mailbox and the service logs (the broker keeps "
+        "its data in deploy/kafka.sh's folder)",
     )
-    parser.add_argument(
+
+    # Ports of the services, so that a second stack or a busy port can move.
+    ports = parser.add_argument_group("ports on 127.0.0.1")
+    ports.add_argument(
         "--smtp-port", type=int, default=8025, help="port of the local mailbox"
     )
-    parser.add_argument(
+    ports.add_argument(
         "--ingest-port", type=int, default=8080, help="port of the ingest service"
+    )
+    ports.add_argument(
+        "--monitor-metrics-port",
+        type=int,
+        default=9101,
+        help="port of the monitor's /metrics; 0 turns it off",
+    )
+    ports.add_argument(
+        "--alerter-metrics-port",
+        type=int,
+        default=9102,
+        help="port of the alerter's /metrics; 0 turns it off",
+    )
+    ports.add_argument(
+        "--alerter-api-port",
+        type=int,
+        default=9103,
+        help="port of the alerter's silences API; 0 turns it off",
     )
     parser.add_argument(
         "--no-simulate",
@@ -59,30 +91,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave the broker running on exit (when the stack started it)",
     )
+
+    # The simulated fleet.
     plan = FleetPlan()
-    parser.add_argument(
+    fleet = parser.add_argument_group("simulated fleet")
+    fleet.add_argument(
         "--devices", type=int, default=plan.devices, help="simulated devices"
     )
-    parser.add_argument(
+    fleet.add_argument(
         "--interval",
         type=float,
         default=plan.interval_s,
-        help="seconds between two heartbeats of one device; a device is "
-        "DOWN after 3 missed intervals",
+        help="seconds between two heartbeats of one device; a device is DOWN "
+        "after HBMON_MONITOR_MISSED_INTERVALS (3) missed intervals",
     )
-    parser.add_argument(
+    fleet.add_argument(
         "--silent-share",
         type=float,
         default=plan.silent_share,
         help="share of devices that go silent, from 0 to 1",
     )
-    parser.add_argument(
+    fleet.add_argument(
         "--silence-after",
         type=float,
         default=plan.silence_after_s,
         help="seconds after the start when the silent devices stop posting",
     )
-    parser.add_argument(
+    fleet.add_argument(
         "--silence-for",
         type=float,
         default=plan.silence_for_s,
@@ -91,12 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    stack = Stack(args)
     try:
-        asyncio.run(Stack(args).run())
+        asyncio.run(stack.run())
     except StackError as err:
         print(f"hbmon stack: {err}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if stack.failed_role else 0
 
 
 class StackError(RuntimeError):
@@ -113,9 +149,10 @@ class Stack:
         self.log_dir = self.state_dir / "logs"
         self.kafka = replace(
             KafkaSettings.from_env(),
-            bootstrap_servers=args.bootstrap or "127.0.0.1:9092",
+            bootstrap_servers=args.bootstrap or f"127.0.0.1:{args.kafka_port}",
         )
         self.started_broker = False
+        self.failed_role = ""
         self.mailbox: LocalMailbox | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stop = asyncio.Event()
@@ -133,7 +170,10 @@ class Stack:
     async def _start(self) -> None:
         # 1. The broker and the topics.
         if not self.args.bootstrap:
-            say("Starting Kafka on 127.0.0.1:9092 (the first run downloads the jars)")
+            say(
+                f"Starting Kafka on {self.kafka.bootstrap_servers} "
+                "(the first run downloads the jars)"
+            )
             self._kafka_script("start")
             self.started_broker = True
         created = ensure_topics(self.kafka)
@@ -150,10 +190,8 @@ class Stack:
         for role in ROLES:
             self.children[role] = self._spawn(role)
         await self._wait_for_ingest()
-        say(
-            f"Ingest on http://127.0.0.1:{self.args.ingest_port} "
-            "(metrics: ingest /metrics, monitor :9101, alerter :9102)"
-        )
+        say(f"Ingest on http://127.0.0.1:{self.args.ingest_port}/v1/heartbeats")
+        say(f"Metrics: {', '.join(self._metrics_urls())}")
         say(f"Service logs in {self.log_dir}; Ctrl-C stops everything")
 
     async def _serve(self) -> None:
@@ -205,6 +243,7 @@ class Stack:
             await asyncio.sleep(1.0)
             for role, child in self.children.items():
                 if child.poll() is not None:
+                    self.failed_role = role
                     say(
                         f"{role} exited with code {child.returncode}; see "
                         f"{self.log_dir / (role + '.log')}. Stopping the stack."
@@ -214,8 +253,28 @@ class Stack:
 
     # Helpers
 
+    def _metrics_urls(self) -> list[str]:
+        ports = {
+            "ingest": self.args.ingest_port,
+            "monitor": self.args.monitor_metrics_port,
+            "alerter": self.args.alerter_metrics_port,
+        }
+        return [
+            f"http://127.0.0.1:{port}/metrics ({role})"
+            for role, port in ports.items()
+            if port
+        ]
+
     def _kafka_script(self, command: str) -> None:
-        result = subprocess.run([str(KAFKA_SCRIPT), command], check=False)
+        port = self.args.kafka_port
+        env = {
+            **os.environ,
+            "HBMON_KAFKA_PORT": str(port),
+            "HBMON_KAFKA_CONTROLLER_PORT": os.environ.get(
+                "HBMON_KAFKA_CONTROLLER_PORT", str(port + 1)
+            ),
+        }
+        result = subprocess.run([str(KAFKA_SCRIPT), command], env=env, check=False)
         if result.returncode != 0:
             raise StackError(f"deploy/kafka.sh {command} failed ({result.returncode})")
 
@@ -224,6 +283,9 @@ class Stack:
             **os.environ,
             "HBMON_KAFKA_BOOTSTRAP": self.kafka.bootstrap_servers,
             "HBMON_INGEST_PORT": str(self.args.ingest_port),
+            "HBMON_MONITOR_METRICS_PORT": str(self.args.monitor_metrics_port),
+            "HBMON_ALERTER_METRICS_PORT": str(self.args.alerter_metrics_port),
+            "HBMON_ALERTER_API_PORT": str(self.args.alerter_api_port),
             "HBMON_SMTP_HOST": "127.0.0.1",
             "HBMON_SMTP_PORT": str(self.args.smtp_port),
             "HBMON_SMTP_SECURITY": "none",

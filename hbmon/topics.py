@@ -6,7 +6,7 @@ import logging
 from hbmon.kafka import KafkaSettings, ensure_topics
 from hbmon.logs import configure_logging
 
-HELP = "Create the heartbeat and alert topics unless they exist."
+HELP = "Create the heartbeat, alert and monitor state topics unless they exist."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

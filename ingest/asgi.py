@@ -5,7 +5,7 @@ which would cost more than the rest of a small request's handling.
 """
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ingest.errors import Headers, IngestError
 
@@ -32,6 +32,20 @@ def request_headers(scope: Scope) -> tuple[bytes, bytes, bytes]:
 def media_type(content_type: bytes) -> bytes:
     """Return the media type of a Content-Type value, without parameters."""
     return content_type.split(b";", 1)[0].strip().lower()
+
+
+def json_response(status: int, body: bytes) -> tuple[Message, Message]:
+    """Return the two ASGI messages of a response with a JSON body.
+
+    uvicorn only reads the messages it is sent, so a constant response can
+    be built once and sent as often as needed.
+    """
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [_JSON, (b"content-length", str(len(body)).encode())],
+    }
+    return start, {"type": "http.response.body", "body": body}
 
 
 def check_content_length(content_length: bytes, max_bytes: int) -> None:

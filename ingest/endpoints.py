@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from ingest.asgi import (
     check_content_length,
     error_body,
+    json_response,
     load_json,
     media_type,
     read_body,
@@ -30,7 +31,9 @@ from ingest.publisher import Publisher
 
 JSON = b"application/json"
 NDJSON = b"application/x-ndjson"
-_ACCEPTED = orjson.dumps({"status": "accepted"})
+_ACCEPTED_START, _ACCEPTED_BODY = json_response(
+    202, orjson.dumps({"status": "accepted"})
+)
 
 
 class RequestReader:
@@ -63,7 +66,10 @@ class RequestReader:
         """
         content_type, content_length, authorization = request_headers(scope)
         prefix = self._authenticator.authenticate(authorization)
-        media = media_type(content_type)
+        media = content_type
+        if media not in self._media_types:
+            # Not the exact media type: drop parameters and letter case.
+            media = media_type(content_type)
         if media not in self._media_types:
             raise IngestError(415, "Content-Type", self._media_error)
         check_content_length(content_length, self._max_bytes)
@@ -88,6 +94,7 @@ class HeartbeatEndpoint:
         self._parser = parser
         self._publisher = publisher
         self._metrics = metrics
+        self._accepted = metrics.accepted_single
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -105,10 +112,11 @@ class HeartbeatEndpoint:
             count_error(self._metrics, err)
             await send_json(send, err.status, error_body(err), err.headers)
             return
-        self._metrics.accepted_single.inc()
+        self._accepted.inc()
         if ts_flag is not None:
             self._metrics.ts_flagged[ts_flag].inc()
-        await send_json(send, 202, _ACCEPTED)
+        await send(_ACCEPTED_START)
+        await send(_ACCEPTED_BODY)
 
 
 class BatchEndpoint:

@@ -81,7 +81,15 @@ class HeartbeatParser:
         record: dict[str, object] = {"device_id": device_id, "received_ms": received_ms}
         flag = None
         ts = get("ts")
-        if ts is not None:
+        if type(ts) is int or type(ts) is float:
+            # The common case, checked here without a call to _flag_ts.
+            record["device_ts"] = ts
+            ts_ms = ts * 1000
+            if ts_ms > received_ms + self._ts_max_ahead_ms:
+                flag = TS_FUTURE
+            elif ts_ms < received_ms - self._ts_max_age_ms:
+                flag = TS_PAST
+        elif ts is not None:
             flag = self._flag_ts(ts, received_ms)
             if type(ts) is not str or len(ts) <= TS_MAX_CHARS:
                 record["device_ts"] = ts

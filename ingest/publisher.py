@@ -150,9 +150,13 @@ class Publisher:
         producer = self._producer
         if producer is None:
             raise self._unavailable("producer_error", "the producer is not running")
-        headers = _FLAG_HEADERS[ts_flag] if ts_flag is not None else None
+        # Most records have no header, and a keyword argument costs time.
         try:
-            producer.produce(self._topic, value, device_id, headers=headers)
+            if ts_flag is None:
+                producer.produce(self._topic, value, device_id)
+            else:
+                flag_headers = _FLAG_HEADERS[ts_flag]
+                producer.produce(self._topic, value, device_id, headers=flag_headers)
             return
         except BufferError:
             # Serve delivery reports, which may free room, and try once more.
@@ -160,6 +164,7 @@ class Publisher:
         except KafkaException as err:
             self._log_producer_error(err)
             raise self._unavailable("producer_error", "the producer failed") from err
+        headers = _FLAG_HEADERS[ts_flag] if ts_flag is not None else None
         try:
             producer.produce(self._topic, value, device_id, headers=headers)
         except BufferError as err:

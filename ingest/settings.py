@@ -35,7 +35,13 @@ class IngestSettings:
     drain_timeout_s: int = 10
     poll_interval_ms: int = 5
     stats_interval_ms: int = 1000
-    linger_ms: int = 5
+    # Heartbeats come in a steady stream of small records, and a produce
+    # request costs CPU whether it carries 3 records or 300. At 5,000
+    # records/s over 6 partitions, producer CPU per record fell from about
+    # 16 µs at 5 ms to about 6.5 µs at 50 ms (confluent-kafka 2.16.1, acks=all,
+    # lz4, 2-core AMD EPYC VM). The cost: a record reaches Kafka up to 50 ms
+    # later, and a 202 never waits for it.
+    linger_ms: int = 50
     batch_size_bytes: int = 1_000_000
     compression: str = "lz4"
     queue_max_messages: int = 100_000

@@ -1,18 +1,23 @@
 """The `hbmon monitor` role."""
 
 import argparse
+import logging
 import signal
 import threading
 from dataclasses import replace
 from types import FrameType
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from hbmon.kafka import KafkaSettings
 from hbmon.logs import configure_logging
+from hbmon.metrics_server import start_metrics_server
+from monitor.errors import MonitorError
 from monitor.metrics import MonitorMetrics
 from monitor.settings import MonitorSettings
 from monitor.worker import MonitorWorker
+
+logger = logging.getLogger(__name__)
 
 HELP = "Watch heartbeat deadlines for the partitions this member is assigned."
 
@@ -33,10 +38,14 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         settings = replace(settings, metrics_port=args.metrics_port)
     registry = CollectorRegistry()
-    if settings.metrics_port:
-        start_http_server(
-            settings.metrics_port, addr=settings.metrics_host, registry=registry
-        )
+    port_variable = (
+        "--metrics-port"
+        if args.metrics_port is not None
+        else "HBMON_MONITOR_METRICS_PORT"
+    )
+    start_metrics_server(
+        settings.metrics_host, settings.metrics_port, registry, port_variable
+    )
     worker = MonitorWorker(KafkaSettings.from_env(), settings, MonitorMetrics(registry))
     stop = threading.Event()
 
@@ -45,9 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    worker.start()
     try:
+        worker.start()
         worker.run(stop)
-    finally:
-        worker.close()
+    except MonitorError as err:
+        # Work since the last commit is dropped. The orchestrator restarts
+        # the process, which restores its partitions from that commit.
+        logger.error("Monitor failed: %s. Exiting with status 1.", err)
+        worker.close(commit=False)
+        return 1
+    worker.close()
     return 0

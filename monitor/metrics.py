@@ -56,6 +56,51 @@ class MonitorMetrics:
             ["partition"],
             registry=registry,
         )
+        self.alerts_held = Gauge(
+            "hbmon_monitor_alerts_held",
+            "DOWN alerts held back until a later record confirms them.",
+            registry=registry,
+        )
+        self.partitions_degraded = Gauge(
+            "hbmon_monitor_partitions_degraded",
+            "Owned partitions in DEGRADED state (silent, suspected pipeline outage).",
+            registry=registry,
+        )
+        self.commits = Counter(
+            "hbmon_monitor_commits_total",
+            "Commits of alerts, changelog records and offsets, by outcome "
+            "(committed, aborted, retried). Each is one Kafka transaction in "
+            "exactly-once mode.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.commit_seconds = Histogram(
+            "hbmon_monitor_commit_seconds",
+            "Time of one commit, from the first changelog record to the reply.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            registry=registry,
+        )
+        self.changelog_records_written = Counter(
+            "hbmon_monitor_changelog_records_written_total",
+            "Records written to the state topic.",
+            registry=registry,
+        )
+        self.changelog_records_invalid = Counter(
+            "hbmon_monitor_changelog_records_invalid_total",
+            "State topic records that could not be decoded and were skipped.",
+            registry=registry,
+        )
+        self.restore_seconds = Histogram(
+            "hbmon_monitor_restore_seconds",
+            "Time to restore newly assigned partitions from the state topic.",
+            buckets=(0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+            registry=registry,
+        )
+        self.devices_restored = Counter(
+            "hbmon_monitor_devices_restored_total",
+            "Devices restored from the state topic.",
+            registry=registry,
+        )
         self.scan_seconds = Histogram(
             "hbmon_monitor_scan_seconds",
             "Time of one expiry scan over all owned shards.",

@@ -1,13 +1,16 @@
 """Monitor settings from HBMON_MONITOR_* environment variables."""
 
+import uuid
 from dataclasses import dataclass
 
-from hbmon.env import SettingError, env_float, env_int, env_str
+from hbmon.env import SettingError, env_bool, env_float, env_int, env_str
+
+TRANSACTIONAL_ID_PREFIX = "hbmon-monitor-"
 
 
 @dataclass(frozen=True, slots=True)
 class MonitorSettings:
-    """How the monitor judges deadlines and where it serves metrics."""
+    """Deadline, commit, outage and metrics settings of the monitor."""
 
     group_id: str = "hbmon-monitor"
     default_timeout_s: float = 30.0
@@ -18,9 +21,31 @@ class MonitorSettings:
     fetch_grace_ms: int = 1000
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9101
+    # Alerts, changelog records and consumer offsets commit together in one
+    # Kafka transaction per interval. Without exactly-once, the changelog is
+    # flushed and the offsets are committed plainly at the same interval.
+    exactly_once: bool = True
+    commit_interval_ms: int = 1000
+    # Empty means a fresh id per process, TRANSACTIONAL_ID_PREFIX plus a uuid.
+    transactional_id: str = ""
+    # A crashed member's open transaction blocks read_committed readers of
+    # its partitions until the broker aborts it after this timeout.
+    transaction_timeout_ms: int = 10_000
+    outage_share: float = 0.5
+    outage_min_devices: int = 20
+    restore_timeout_s: float = 120.0
+    # librdkafka's default. The group moves a killed member's partitions to
+    # the others only after this. Brokers reject values below their
+    # group.min.session.timeout.ms, 6000 by default.
+    session_timeout_ms: int = 45_000
 
     @classmethod
     def from_env(cls) -> "MonitorSettings":
+        """Read the settings from the environment.
+
+        Raises:
+            SettingError: a variable is invalid; the message names it.
+        """
         defaults = cls()
         settings = cls(
             group_id=env_str("HBMON_MONITOR_GROUP_ID", defaults.group_id),
@@ -46,18 +71,70 @@ class MonitorSettings:
             metrics_port=env_int(
                 "HBMON_MONITOR_METRICS_PORT", defaults.metrics_port, minimum=0
             ),
+            exactly_once=env_bool("HBMON_MONITOR_EXACTLY_ONCE", defaults.exactly_once),
+            commit_interval_ms=env_int(
+                "HBMON_MONITOR_COMMIT_INTERVAL_MS",
+                defaults.commit_interval_ms,
+                minimum=10,
+            ),
+            transactional_id=env_str(
+                "HBMON_MONITOR_TRANSACTIONAL_ID", defaults.transactional_id
+            ),
+            transaction_timeout_ms=env_int(
+                "HBMON_MONITOR_TRANSACTION_TIMEOUT_MS",
+                defaults.transaction_timeout_ms,
+                minimum=1000,
+            ),
+            outage_share=env_float(
+                "HBMON_MONITOR_OUTAGE_SHARE", defaults.outage_share, minimum=0.0
+            ),
+            outage_min_devices=env_int(
+                "HBMON_MONITOR_OUTAGE_MIN_DEVICES",
+                defaults.outage_min_devices,
+                minimum=1,
+            ),
+            restore_timeout_s=env_float(
+                "HBMON_MONITOR_RESTORE_TIMEOUT_S",
+                defaults.restore_timeout_s,
+                minimum=1.0,
+            ),
+            session_timeout_ms=env_int(
+                "HBMON_MONITOR_SESSION_TIMEOUT_MS",
+                defaults.session_timeout_ms,
+                minimum=1000,
+            ),
         )
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        """Raise SettingError unless min <= default <= max timeout."""
+        """Check the rules that span fields or that env helpers cannot express.
+
+        Raises:
+            SettingError: a value breaks a rule; the message names the variable.
+        """
         if not self.min_timeout_s <= self.default_timeout_s <= self.max_timeout_s:
             raise SettingError(
                 "HBMON_MONITOR_DEFAULT_TIMEOUT_S must lie between "
                 f"HBMON_MONITOR_MIN_TIMEOUT_S ({self.min_timeout_s}) and "
                 f"HBMON_MONITOR_MAX_TIMEOUT_S ({self.max_timeout_s})"
             )
+        if not 0.0 < self.outage_share < 1.0:
+            raise SettingError(
+                f"HBMON_MONITOR_OUTAGE_SHARE={self.outage_share} is invalid; "
+                "use a share between 0 and 1, such as 0.5"
+            )
+        if self.commit_interval_ms * 2 > self.transaction_timeout_ms:
+            raise SettingError(
+                f"HBMON_MONITOR_COMMIT_INTERVAL_MS={self.commit_interval_ms} must "
+                "be at most half of HBMON_MONITOR_TRANSACTION_TIMEOUT_MS "
+                f"({self.transaction_timeout_ms}), or the broker aborts open "
+                "transactions before they commit"
+            )
+
+    def transactional_id_or_fresh(self) -> str:
+        """Return the configured transactional id, or a new one for this process."""
+        return self.transactional_id or TRANSACTIONAL_ID_PREFIX + uuid.uuid4().hex
 
     def declared_timeout_ms(
         self, timeout_s: float | None, interval_s: float | None

@@ -9,12 +9,13 @@ Times are integer ms since the Unix epoch, taken from the Kafka record
 timestamp, never from the device clock. The shard clock is the latest
 ``now_ms`` passed to ``expire``.
 
-How a heartbeat stays as cheap as one dict write: the shard stores the new
-last seen time and nothing else. The timer wheel keeps each UP device filed at
-the tick of an older deadline, which is never later than the true deadline.
-When that tick comes due, ``expire`` compares the filed device with its
-stored last seen time and files it again at its true deadline, or reports it
-DOWN. A device is filed again about once per timeout, not once per heartbeat.
+A heartbeat costs about one dict write, because the shard stores the new last
+seen time and nothing else. The timer wheel keeps each UP device filed at the
+tick of a deadline that is never later than its true one. When that tick
+comes due, ``expire`` compares the filed device with its stored last seen
+time and files it again at its true deadline, or reports it DOWN. A device is
+filed again only after heartbeats have moved its deadline, so one that sends
+heartbeats much more often than its timeout is filed about once per timeout.
 
 Memory per UP device: one entry in ``_last_seen_ms`` with its int, one entry
 in the wheel's index and one reference in a wheel slot. Declared timeouts
@@ -62,10 +63,11 @@ class DeviceState:
 class Shard:
     """Devices of one partition, with a timer wheel over their deadlines.
 
-    ``observe_many`` is the fast path: for a heartbeat without a declared
-    timeout, from a known UP device, and not older than any heartbeat seen
-    before, it does one membership test and one dict write. Other heartbeats
-    take ``observe``'s full path, which costs O(1) plus a wheel update.
+    ``observe_many`` is the fast path: a heartbeat from an UP device that
+    keeps its timeout and is not older than any heartbeat seen before costs
+    one membership test and one dict write, and does not touch the wheel.
+    Heartbeats of new, DOWN and re-timed devices cost O(1) plus a wheel
+    update.
 
     >>> shard = Shard(
     ...     0, default_timeout_ms=30_000, min_timeout_ms=5_000, max_timeout_ms=600_000
@@ -91,8 +93,9 @@ class Shard:
 
         ``wheel_slots`` times ``tick_ms`` is the wheel's horizon. Devices whose
         timeout is longer wait in the wheel's sorted index, which costs
-        O(log n) per re-filing and about 100 more bytes per device. The
-        default, 4096 slots of 1 s, covers timeouts up to 68 minutes.
+        O(log n) per filing and, estimated from object sizes, about 140 more
+        bytes per device. The default, 4096 slots of 1 s, covers timeouts up
+        to 68 minutes.
 
         Raises:
             ValueError: a timeout bound is not positive, the bounds are not
@@ -121,12 +124,13 @@ class Shard:
         self._last_seen_ms: dict[str, int] = {}
         # DOWN devices: (last seen, timeout) of the heartbeat before the DOWN.
         self._down: dict[str, tuple[int, int]] = {}
-        # Declared timeouts, clamped; devices on the default have no entry.
+        # Declared timeouts after clamping. Devices on the default have no entry.
         self._timeout_ms: dict[str, int] = {}
         # Newest heartbeat time seen, so no last seen time is later than it.
         self._newest_seen_ms = -(2**63)
         self._clock_ms: int | None = None
-        # Created at the first time the shard sees, so it starts near the data.
+        # Created at the first heartbeat, restore or expire, so that its clock
+        # starts near the times in the data.
         self._wheel: TimerWheel[str] | None = None
 
     def __len__(self) -> int:
@@ -145,17 +149,20 @@ class Shard:
     def observe(
         self, device_id: str, seen_ms: int, timeout_ms: int | None = None
     ) -> Transition | None:
-        """Record one heartbeat; return the RECOVERED transition if it ends a DOWN.
+        """Record one heartbeat and return the RECOVERED transition if it ends a DOWN.
 
         ``seen_ms`` is the record timestamp. A heartbeat not newer than the
         device's last seen time changes nothing: last seen never moves back,
-        and its declared timeout is ignored. A DOWN device recovers on any
-        heartbeat newer than its last seen time before the DOWN, even one
-        older than heartbeats of other devices.
+        and its declared timeout is ignored.
+
+        A DOWN device recovers on the first heartbeat newer than its last seen
+        time before the DOWN, even one older than heartbeats of other devices
+        or than the shard clock. If the shard clock has already reached that
+        heartbeat's own deadline, the next ``expire`` reports a new DOWN.
 
         ``timeout_ms`` is clamped into the shard's bounds and applies from this
         heartbeat on. None keeps the device's previous declared timeout, or
-        the default. Cost: O(1); see ``observe_many`` for the fast path.
+        the default. Cost: O(1). See ``observe_many`` for the fast path.
         """
         if (
             seen_ms >= self._newest_seen_ms
@@ -172,7 +179,7 @@ class Shard:
     ) -> list[Transition]:
         """Record ``(device_id, seen_ms, timeout_ms)`` heartbeats in order.
 
-        Same rules as ``observe``; returns the RECOVERED transitions in order.
+        The rules of ``observe`` apply. Returns the RECOVERED transitions in order.
         A heartbeat from an UP device that declares no timeout, or the one the
         device already has, changes only last seen. If it is not older than any
         heartbeat the shard has seen, which holds for most broker append times
@@ -186,16 +193,23 @@ class Shard:
         default_ms = self.default_timeout_ms
         newest_ms = self._newest_seen_ms
         for device_id, seen_ms, timeout_ms in heartbeats:
+            # The fast path. No stored last seen time is newer than newest_ms.
+            if seen_ms >= newest_ms and timeout_ms is None and device_id in last_seen:
+                newest_ms = seen_ms
+                last_seen[device_id] = seen_ms
+                continue
+
+            # An UP device that keeps its timeout changes only its last seen time.
             if device_id in last_seen and (
                 timeout_ms is None or timeout_ms == timeouts.get(device_id, default_ms)
             ):
                 if seen_ms >= newest_ms:
-                    # No stored last seen time is newer than newest_ms.
                     newest_ms = seen_ms
                     last_seen[device_id] = seen_ms
                 elif seen_ms > last_seen[device_id]:
                     last_seen[device_id] = seen_ms
                 continue
+
             self._newest_seen_ms = newest_ms
             transition = self._observe_full(device_id, seen_ms, timeout_ms)
             newest_ms = self._newest_seen_ms
@@ -205,15 +219,16 @@ class Shard:
         return transitions
 
     def expire(self, now_ms: int) -> list[Transition]:
-        """Advance the shard clock to ``now_ms``; return a DOWN per overdue device.
+        """Advance the shard clock to ``now_ms`` and return a DOWN per overdue device.
 
         A device is reported by the first call whose ``now_ms`` reaches its
         deadline rounded up to a multiple of ``tick_ms``. So it is never
         reported before its deadline and, when ``expire`` runs at least once
         per tick, less than one tick after it. The clock never moves back: an
         earlier ``now_ms`` counts as the current clock. Cost: O(d + r) for d
-        devices reported and r devices filed again, plus O(1) per non-empty
-        wheel slot crossed. It does not grow with the number of devices.
+        devices reported and r devices filed again, plus O(log slots) per
+        non-empty wheel slot crossed. It does not grow with the number of
+        devices.
         """
         if self._clock_ms is None or now_ms > self._clock_ms:
             self._clock_ms = now_ms
@@ -316,7 +331,7 @@ class Shard:
         wheel.schedule(device_id, last_seen_ms + timeout_ms)
 
     def forget(self, device_id: str) -> None:
-        """Stop tracking a device, UP or DOWN; do nothing for an unknown one.
+        """Stop tracking a device, UP or DOWN. An unknown device is ignored.
 
         Cost: O(1), plus O(log n) when its deadline is beyond the horizon.
         """
@@ -333,7 +348,7 @@ class Shard:
         if seen_ms > self._newest_seen_ms:
             self._newest_seen_ms = seen_ms
 
-        # An UP device: move last seen forward, then apply a declared timeout.
+        # For an UP device, move last seen forward, then apply a declared timeout.
         last_seen_ms = self._last_seen_ms.get(device_id)
         if last_seen_ms is not None:
             if seen_ms <= last_seen_ms:
@@ -348,12 +363,15 @@ class Shard:
         if down is not None and seen_ms <= down[0]:
             return None
 
-        # A new or recovering device: store it UP and file its deadline.
+        # Store a new or recovering device as UP and file its deadline.
         if timeout_ms is not None:
             self._store_timeout(device_id, self._clamp(timeout_ms))
         self._last_seen_ms[device_id] = seen_ms
-        wheel = self._wheel_starting_at(seen_ms)
-        wheel.schedule(device_id, self._deadline_ms(device_id))
+        deadline_ms = seen_ms + self._timeout_ms.get(device_id, self.default_timeout_ms)
+        wheel = self._wheel
+        if wheel is None:
+            wheel = self._wheel_starting_at(seen_ms)
+        wheel.schedule(device_id, deadline_ms)
         if down is None:
             return None
         del self._down[device_id]
@@ -394,7 +412,12 @@ class Shard:
         return self._last_seen_ms[device_id] + timeout_ms
 
     def _wheel_starting_at(self, time_ms: int) -> TimerWheel[str]:
-        """Return the wheel, creating it with its clock at ``time_ms`` if needed."""
+        """Return the wheel, creating it with its clock at ``time_ms`` if needed.
+
+        NOTE: while the shard clock is behind the wheel's start, a device whose
+        deadline lies between the two is filed again on every ``expire``. That
+        takes a heartbeat older than the wheel's start by more than its timeout.
+        """
         if self._wheel is None:
             self._wheel = TimerWheel(
                 tick_ms=self.tick_ms, slots=self.wheel_slots, start_ms=time_ms
@@ -402,7 +425,7 @@ class Shard:
         return self._wheel
 
     def _check(self) -> None:
-        """Assert every internal invariant; for tests. Cost: O(devices)."""
+        """Assert every internal invariant, for tests. Cost: O(devices)."""
         wheel = self._wheel
         assert not (self._last_seen_ms.keys() & self._down.keys())
         if wheel is None:

@@ -9,9 +9,9 @@ at least once per tick, less than one tick after it.
 The wheel is a ring of ``slots`` lists. Ticks from the next unexpired tick up
 to ``slots`` ticks later map one to one onto the ring; that span is the
 horizon. Keys due later wait in a sorted index and move into the ring when
-their tick comes within the horizon. A second sorted index lists the ticks
-whose slot is not empty, so ``expire`` and the ordered queries skip empty
-slots instead of stepping through them.
+their tick comes within the horizon. A heap of the ticks whose slot is not
+empty lets ``expire`` and the ordered queries skip empty slots instead of
+stepping through them.
 
 Cancelled and moved keys are not searched for in their old slot. The old entry
 stays there as a stale copy and is dropped when its slot is expired, because
@@ -22,6 +22,7 @@ Keys must be hashable and, for the sorted index, comparable with each other
 """
 
 from collections.abc import Hashable, Iterable, Iterator
+from heapq import heappop, heappush
 from itertools import islice
 from typing import Generic, TypeVar
 
@@ -39,11 +40,12 @@ class TimerWheel(Generic[K]):
 
     Costs, for n keys held: ``schedule``, ``cancel`` and ``due_ms`` take O(1)
     time, plus O(log slots) when a slot stops being empty and O(log n) for a
-    key beyond the horizon. ``expire`` takes O(e + c + s) for e keys returned,
-    c stale copies dropped and s non-empty slots crossed, plus O(log n) per
-    key that arrives from beyond the horizon; n itself does not enter. Memory
-    is one dict entry and one list slot per key, plus a tuple and a dict entry
-    per key beyond the horizon.
+    key beyond the horizon. ``expire`` takes O(e + c + s·log slots), where e
+    is the number of keys returned, c the stale copies dropped and s the
+    non-empty slots crossed. Each key that arrives from beyond the horizon
+    adds O(log n). The number of keys held does not enter. Memory is one dict
+    entry and one list slot per key, plus a tuple and a dict entry per key
+    beyond the horizon.
 
     >>> wheel = TimerWheel(tick_ms=1000, slots=8, start_ms=0)
     >>> wheel.schedule("a", 2500)
@@ -70,7 +72,8 @@ class TimerWheel(Generic[K]):
         # One int object per slot number, shared by all the keys in _filed.
         self._slot_numbers = list(range(slots))
         self._filed: dict[K, int] = {}
-        self._occupied: SortedList = SortedList()
+        # Heap of the ticks whose slot is not empty. Each tick appears once.
+        self._occupied: list[int] = []
         self._far: SortedList = SortedList()
         self._far_tick: dict[K, int] = {}
         self._overdue: list[K] = []
@@ -140,12 +143,12 @@ class TimerWheel(Generic[K]):
             if old != slot:
                 entries_in_slot = ring[slot]
                 if not entries_in_slot:
-                    self._occupied.add(tick)
+                    heappush(self._occupied, tick)
                 entries_in_slot.append(key)
                 filed[key] = slot_numbers[slot]
 
     def cancel(self, key: K) -> bool:
-        """Remove ``key``; return whether it was scheduled.
+        """Remove ``key`` and return whether it was scheduled.
 
         Cost: O(1), or O(log n) for a key beyond the horizon.
         """
@@ -171,10 +174,10 @@ class TimerWheel(Generic[K]):
 
         A key is due once ``now_ms`` reaches the start of its tick. Keys come
         back in tick order. A ``now_ms`` earlier than the clock leaves the
-        clock where it is. Cost: O(e + c + s) for e keys returned, c stale
-        copies dropped and s non-empty slots crossed, plus O(log n) per key
-        that arrives from beyond the horizon. Empty slots cost nothing, so a
-        clock jump of any size costs no more than the keys it makes due.
+        clock where it is. Cost: O(e + c + s·log slots) for e keys returned, c
+        stale copies dropped and s non-empty slots crossed, plus O(log n) per
+        key that arrives from beyond the horizon. Empty slots cost nothing, so
+        a clock jump of any size costs no more than the keys it makes due.
         """
         if now_ms > self._now_ms:
             self._now_ms = now_ms
@@ -186,7 +189,8 @@ class TimerWheel(Generic[K]):
         if self._occupied and self._occupied[0] <= last_tick:
             self._empty_slots_until(last_tick, due)
         self._next_tick = last_tick + 1
-        if self._far and self._far[0][0] < self._next_tick + self.slots:
+        # Testing the dict first skips the SortedList call when no key is far.
+        if self._far_tick and self._far[0][0] < self._next_tick + self.slots:
             self._pull_far(due, last_tick)
         return due
 
@@ -208,7 +212,7 @@ class TimerWheel(Generic[K]):
             keys = self._compact_slot(tick % self.slots)
             if keys:
                 return tick * self.tick_ms, keys
-            self._occupied.pop(0)
+            heappop(self._occupied)
 
         if not self._far:
             return None
@@ -220,8 +224,9 @@ class TimerWheel(Generic[K]):
         """Return up to ``limit`` keys in due order, each with its due time.
 
         Keys due in the same tick come in no particular order. Nothing is
-        removed. Cost: O(limit + c) for c stale copies skipped, plus O(log n)
-        per non-empty slot visited.
+        removed. Cost: O(limit + c) for c stale copies skipped, plus
+        O(s·log s) to order the s non-empty slots and O(log n) to reach the
+        keys beyond the horizon.
         """
         found: list[tuple[int, K]] = []
         for due_ms, key in self._iter_due():
@@ -236,7 +241,7 @@ class TimerWheel(Generic[K]):
         for key in dict.fromkeys(self._overdue):
             if self._filed.get(key) == _OVERDUE:
                 yield last_expired_ms, key
-        for tick in self._occupied:
+        for tick in sorted(self._occupied):
             slot = tick % self.slots
             for key in dict.fromkeys(self._ring[slot]):
                 if self._filed.get(key) == slot:
@@ -247,7 +252,7 @@ class TimerWheel(Generic[K]):
     def _file_in_ring(self, key: K, tick: int, slot: int) -> None:
         entries = self._ring[slot]
         if not entries:
-            self._occupied.add(tick)
+            heappush(self._occupied, tick)
         entries.append(key)
         self._filed[key] = self._slot_numbers[slot]
 
@@ -265,7 +270,7 @@ class TimerWheel(Generic[K]):
         return due
 
     def _compact_overdue(self) -> list[K]:
-        """Drop stale and repeated copies from the overdue list; return it."""
+        """Drop stale and repeated copies from the overdue list and return it."""
         self._overdue = [
             key
             for key in dict.fromkeys(self._overdue)
@@ -274,22 +279,21 @@ class TimerWheel(Generic[K]):
         return self._overdue
 
     def _empty_slots_until(self, last_tick: int, due: list[K]) -> None:
-        """Empty the non-empty slots up to ``last_tick``; add live keys to ``due``."""
+        """Empty the slots up to ``last_tick``, adding their live keys to ``due``."""
         occupied = self._occupied
-        crossed = occupied.bisect_right(last_tick)
         filed = self._filed
-        for tick in islice(occupied, crossed):
-            slot = tick % self.slots
+        while occupied and occupied[0] <= last_tick:
+            slot = heappop(occupied) % self.slots
             entries = self._ring[slot]
             self._ring[slot] = []
             for key in entries:
-                # One dict operation per live key; a stale copy puts its key back.
+                # A live key costs one dict operation. A stale copy puts the
+                # entry of its key back.
                 where = filed.pop(key, None)
                 if where == slot:
                     due.append(key)
                 elif where is not None:
                     filed[key] = where
-        del occupied[:crossed]
 
     def _pull_far(self, due: list[K], last_tick: int) -> None:
         """Move far keys whose tick is within the horizon into ``due`` or the ring."""
@@ -306,7 +310,7 @@ class TimerWheel(Generic[K]):
                 self._file_in_ring(key, tick, tick % self.slots)
 
     def _compact_slot(self, slot: int) -> list[K]:
-        """Drop stale and repeated copies from a slot; return the keys left."""
+        """Drop stale and repeated copies from a slot and return the keys left."""
         filed = self._filed
         keys = [
             key for key in dict.fromkeys(self._ring[slot]) if filed.get(key) == slot
@@ -319,17 +323,18 @@ class TimerWheel(Generic[K]):
             return self._next_tick - 1
         if where == _FAR:
             return self._far_tick[key]
-        # The ring holds ticks next_tick .. next_tick + slots - 1, one per slot.
+        # The ring contains ticks next_tick .. next_tick + slots - 1, one per slot.
         return self._next_tick + (where - self._next_tick) % self.slots
 
     def _check(self) -> None:
-        """Assert every internal invariant; for tests. Cost: O(n + slots)."""
+        """Assert every internal invariant, for tests. Cost: O(n + slots)."""
         assert self._next_tick == self._now_ms // self.tick_ms + 1
         first, end = self._next_tick, self._next_tick + self.slots
 
-        # The occupied index lists exactly the non-empty slots, by their tick.
-        occupied = list(self._occupied)
-        assert occupied == sorted(set(occupied))
+        # The occupied heap lists exactly the non-empty slots, by their tick.
+        occupied = sorted(self._occupied)
+        assert len(occupied) == len(set(occupied))
+        assert self._occupied[:1] == occupied[:1]
         assert all(first <= tick < end for tick in occupied)
         occupied_slots = {tick % self.slots for tick in occupied}
         for slot, entries in enumerate(self._ring):
@@ -347,7 +352,7 @@ class TimerWheel(Generic[K]):
                 assert where is self._slot_numbers[where], key
                 assert key in self._ring[where], key
 
-        # The far index holds exactly the keys filed beyond the horizon.
+        # The far index contains exactly the keys filed beyond the horizon.
         assert len(self._far) == len(self._far_tick)
         for tick, key in self._far:
             assert self._filed.get(key) == _FAR, key

@@ -1,9 +1,10 @@
 """The monitor process: one consumer-group member on the heartbeat topic.
 
-The member keeps one shard and one partition clock per assigned partition,
-feeds heartbeats into the shards, and on every tick expires the deadlines
-that each partition's own clock has passed. Transitions go to the alert
-topic as DEVICE_DOWN and DEVICE_RECOVERED events keyed by device id.
+The member keeps one PartitionState per assigned partition, restored from
+the state topic before anything is judged. It feeds heartbeats into them,
+and on every tick judges the deadlines that each partition's own clock has
+passed. Alert events, changelog records and consumer offsets commit
+together, in one Kafka transaction per commit interval in exactly-once mode.
 """
 
 import logging
@@ -12,44 +13,63 @@ import time
 from collections.abc import Sequence
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from hbmon.events import (
-    DEVICE_DOWN,
-    DEVICE_RECOVERED,
-    SEVERITY,
+    MONITORING_DEGRADED,
+    MONITORING_RESTORED,
     AlertEvent,
     InvalidRecord,
     decode_heartbeat,
-    event_id_for,
 )
 from hbmon.kafka import KafkaSettings
 from hbmon.logs import RateLimitedLog
+from monitor.alerts import partition_subject
 from monitor.clock import PartitionClock
+from monitor.errors import MonitorError
 from monitor.metrics import MonitorMetrics
+from monitor.outage import OutageRule
+from monitor.partition import PartitionState
+from monitor.producer import PlainProducer, TransactionalProducer
+from monitor.restore import restore_partitions
 from monitor.settings import MonitorSettings
-from monitor.shard import DOWN, Shard, Transition
+from monitor.shard import Shard
 
 logger = logging.getLogger(__name__)
 
 CONSUME_BATCH = 5000
+# Pause between retries of a commit that failed with a retriable error.
+COMMIT_RETRY_S = 0.5
+# Attempts at a commit inside a rebalance callback or on close, before the
+# monitor gives up on it and aborts.
+COMMIT_ATTEMPTS = 5
+KAFKA_TIMEOUT_S = 10.0
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def position_of(message: Message) -> tuple[int, int]:
+    """Return the partition and offset of a record or partition-EOF event."""
+    partition, offset = message.partition(), message.offset()
+    assert partition is not None and offset is not None
+    return partition, offset
+
+
 class MonitorWorker:
     """One member of the monitor consumer group.
 
-    `step()` does one unit of work (read a batch, tick if due) and is what
-    tests drive; `run()` loops over it until stopped.
+    `step()` does one unit of work (read a batch, tick and commit when due)
+    and is what tests drive; `run()` loops over it until stopped.
     """
 
     def __init__(
@@ -61,44 +81,67 @@ class MonitorWorker:
         self.kafka = kafka
         self.settings = settings
         self.metrics = metrics
-        self.shards: dict[int, Shard] = {}
-        self.clocks: dict[int, PartitionClock] = {}
+        self.partitions: dict[int, PartitionState] = {}
+        self.rule = OutageRule(settings.outage_share, settings.outage_min_devices)
         self._next_offsets: dict[int, int] = {}
         self._next_tick_ms = 0
-        self._bad_record_log = RateLimitedLog()
+        self._next_commit_ms = 0
+        # Set when the open transaction must be aborted, and when every owned
+        # partition must be restored, before the next record is read.
+        self._abort_needed = False
+        self._reset_needed = False
+        # Set while a commit failed with a retriable error and must be
+        # retried before anything else.
+        self._commit_pending = False
+        self._log_limit = RateLimitedLog()
         self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self._producer: TransactionalProducer | PlainProducer | None = None
 
     # Lifecycle
 
     def start(self) -> None:
-        self._producer = Producer(
-            self.kafka.client_config(
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
+        """Check the state topic, start the producer and join the group.
+
+        Raises:
+            MonitorError: the state topic is missing or has too few
+                partitions, or the transactional producer did not start.
+        """
+        self._check_state_topic()
+        if self.settings.exactly_once:
+            producer: TransactionalProducer | PlainProducer = TransactionalProducer(
+                self.kafka,
+                self.settings.transactional_id_or_fresh(),
+                self.settings.transaction_timeout_ms,
             )
-        )
+        else:
+            producer = PlainProducer(self.kafka)
+        producer.start()
+        self._producer = producer
         self._consumer = Consumer(
             self.kafka.client_config(
                 group_id=self.settings.group_id,
-                enable_auto_commit=True,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
                 auto_offset_reset="earliest",
                 enable_partition_eof=True,
                 partition_assignment_strategy="cooperative-sticky",
+                session_timeout_ms=self.settings.session_timeout_ms,
             )
         )
         self._consumer.subscribe(
             [self.kafka.heartbeat_topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
         logger.info(
-            "Monitor started: group %s, topic %s, alerts to %s, broker %s",
+            "Monitor started: group %s, topic %s, alerts to %s, state in %s, "
+            "%s, broker %s",
             self.settings.group_id,
             self.kafka.heartbeat_topic,
             self.kafka.alert_topic,
+            self.kafka.state_topic_name,
+            self._mode(),
             self.kafka.bootstrap_servers,
         )
 
@@ -106,28 +149,44 @@ class MonitorWorker:
         while not stop.is_set():
             self.step()
 
-    def close(self, flush_timeout_s: float = 10.0) -> None:
+    def close(self, commit: bool = True) -> None:
+        """Commit the work done so far, leave the group and stop the producer.
+
+        With `commit` false, the open transaction is aborted instead.
+        """
+        if not commit:
+            # Revoking in consumer.close() must not commit either.
+            self._reset_needed = True
         if self._consumer is not None:
+            if self.partitions and not self._reset_needed:
+                self._commit_with_retries("close")
             self._consumer.close()
             self._consumer = None
         if self._producer is not None:
-            left = self._producer.flush(flush_timeout_s)
-            if left:
-                logger.error(
-                    "Monitor stopped with %d alert events not delivered; they are lost",
-                    left,
-                )
+            self._producer.close()
             self._producer = None
         logger.info("Monitor stopped")
 
     # Unit of work
 
     def step(self) -> bool:
-        """Read one batch of heartbeats and tick if a tick is due.
+        """Read one batch of heartbeats, then tick and commit when due.
 
         Returns whether a full batch was read, so more may be waiting.
+
+        Raises:
+            MonitorError: a fatal error; the process should exit.
         """
         assert self._consumer is not None and self._producer is not None
+        # NOTE: while an abort or commit keeps failing, nothing is read. A
+        # broker outage longer than max.poll.interval.ms (300 s) makes the
+        # member leave the group. It rejoins and restores when it is back.
+        if self._reset_needed and not self._reset():
+            time.sleep(COMMIT_RETRY_S)
+            return False
+        if self._commit_pending and not self.commit():
+            time.sleep(COMMIT_RETRY_S)
+            return False
         wait_s = max(0.0, (self._next_tick_ms - wall_clock_ms()) / 1000)
         messages = self._consumer.consume(CONSUME_BATCH, timeout=min(wait_s, 0.2))
         self._apply(messages)
@@ -135,64 +194,71 @@ class MonitorWorker:
         if now_ms >= self._next_tick_ms:
             self.tick(now_ms)
             self._next_tick_ms = now_ms + self.settings.tick_ms
-        self._producer.poll(0)
+        if now_ms >= self._next_commit_ms and not self._reset_needed:
+            self.commit()
+            self._next_commit_ms = now_ms + self.settings.commit_interval_ms
+        self._producer.poll()
         return len(messages) == CONSUME_BATCH
 
     def tick(self, wall_ms: int) -> None:
-        """Advance each partition clock and emit DOWN for what it expired."""
+        """Advance each partition clock and judge the deadlines it passed."""
         started = time.perf_counter()
         self._advance_caught_up_clocks(wall_ms)
-        for partition, shard in self.shards.items():
-            expired = shard.expire(self.clocks[partition].now_ms)
-            for transition in expired:
-                self._emit(partition, transition)
-            if expired:
+        for partition, state in self.partitions.items():
+            events = state.judge(state.clock.now_ms)
+            for event in events:
+                self._emit(partition, event)
+            if events:
                 logger.info(
-                    "Partition %d: %d devices DOWN (clock %d)",
+                    "Partition %d: %d events at clock %d (%d DOWNs held)",
                     partition,
-                    len(expired),
-                    self.clocks[partition].now_ms,
+                    len(events),
+                    state.clock.now_ms,
+                    len(state.held_downs),
                 )
         self.metrics.scan_seconds.observe(time.perf_counter() - started)
-        self.metrics.devices_tracked.set(sum(len(s) for s in self.shards.values()))
-        self.metrics.devices_down.set(sum(s.down_count for s in self.shards.values()))
+        self._update_gauges()
 
     # Heartbeats
 
     def _apply(self, messages: Sequence[Message]) -> None:
+        consumed = 0
         for message in messages:
-            partition = message.partition()
             error = message.error()
             if error is not None:
                 self._note_consumer_error(message, error)
                 continue
-            self._next_offsets[partition] = message.offset() + 1
-            shard = self.shards.get(partition)
-            if shard is None:
+            partition, offset = position_of(message)
+            self._next_offsets[partition] = offset + 1
+            state = self.partitions.get(partition)
+            if state is None:
                 continue
-            self.metrics.records_consumed.inc()
-            self._apply_one(partition, shard, message)
+            consumed += 1
+            self._apply_one(state, message)
+        self.metrics.records_consumed.inc(consumed)
 
-    def _apply_one(self, partition: int, shard: Shard, message: Message) -> None:
+    def _apply_one(self, state: PartitionState, message: Message) -> None:
         timestamp_type, record_ms = message.timestamp()
         try:
             if timestamp_type == TIMESTAMP_NOT_AVAILABLE:
                 raise InvalidRecord("timestamp", "the record has no timestamp")
             record = decode_heartbeat(message.value())
+            if record.device_id.startswith("\x00"):
+                raise InvalidRecord("device_id", "must not start with a NUL character")
         except InvalidRecord as err:
             self._skip_invalid(message, err)
             return
         timeout_ms = self.settings.declared_timeout_ms(
             record.timeout_s, record.interval_s
         )
-        self.clocks[partition].observe(record_ms)
-        transition = shard.observe(record.device_id, record_ms, timeout_ms)
-        if transition is not None:
-            self._emit(partition, transition)
+        events = state.observe(record.device_id, record_ms, timeout_ms, record.attrs)
+        for event in events:
+            self._emit(state.partition, event)
 
     def _skip_invalid(self, message: Message, err: InvalidRecord) -> None:
+        # The offset already counts as read, so the next commit moves past it.
         self.metrics.records_invalid.inc()
-        suppressed = self._bad_record_log.allow("invalid")
+        suppressed = self._log_limit.allow("invalid")
         if suppressed is None:
             return
         logger.warning(
@@ -207,16 +273,19 @@ class MonitorWorker:
 
     def _note_consumer_error(self, message: Message, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
-            self._next_offsets[message.partition()] = message.offset()
+            partition, offset = position_of(message)
+            self._next_offsets[partition] = offset
             return
-        if self._bad_record_log.allow(f"consumer:{error.code()}") is not None:
+        if error.fatal():
+            raise MonitorError(f"consumer failed: {error}")
+        if self._log_limit.allow(f"consumer:{error.code()}") is not None:
             logger.warning("Consumer error: %s; will keep polling", error)
 
     # Clocks
 
     def _advance_caught_up_clocks(self, wall_ms: int) -> None:
         assert self._consumer is not None
-        for partition, clock in self.clocks.items():
+        for partition, state in self.partitions.items():
             tp = TopicPartition(self.kafka.heartbeat_topic, partition)
             _, high = self._consumer.get_watermark_offsets(tp, cached=True)
             position = self._next_offsets.get(partition)
@@ -225,38 +294,206 @@ class MonitorWorker:
                     max(0, high - position)
                 )
                 if position >= high:
-                    clock.follow_wall_clock(wall_ms)
+                    state.follow_wall_clock(wall_ms)
+            now_ms = state.clock.now_ms
             self.metrics.clock_delay_seconds.labels(str(partition)).set(
-                max(0, wall_ms - clock.now_ms) / 1000 if clock.now_ms else 0
+                max(0, wall_ms - now_ms) / 1000 if now_ms else 0
             )
+
+    # Commits
+
+    def commit(self) -> bool:
+        """Commit alerts, changelog records and offsets, and return whether it did.
+
+        A retriable failure leaves the commit pending for the next step. An
+        abort-required failure aborts and schedules a restore.
+
+        Raises:
+            MonitorError: a fatal error.
+        """
+        assert self._consumer is not None and self._producer is not None
+        started = time.perf_counter()
+        if not self._commit_pending:
+            self._write_changelog()
+        try:
+            self._producer.commit(self._positions(), self._consumer)
+        except MonitorError as err:
+            return self._commit_failed(err)
+        self._commit_pending = False
+        self.metrics.commits.labels("committed").inc()
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        return True
+
+    def _commit_failed(self, err: MonitorError) -> bool:
+        if err.retriable:
+            self._commit_pending = True
+            self.metrics.commits.labels("retried").inc()
+            if self._log_limit.allow("commit") is not None:
+                logger.warning("Commit failed: %s; will retry", err)
+            return False
+        if err.abort_required:
+            logger.warning(
+                "Commit failed: %s; aborting the transaction and restoring "
+                "partitions %s from the state topic",
+                err,
+                sorted(self.partitions),
+            )
+            self._abort()
+            return False
+        logger.error("Commit failed: %s. Exiting.", err)
+        raise err
+
+    def _commit_with_retries(self, why: str) -> None:
+        for _ in range(COMMIT_ATTEMPTS):
+            if self.commit():
+                return
+            if not self._commit_pending:
+                return
+            time.sleep(COMMIT_RETRY_S)
+        logger.warning(
+            "Commit before %s failed %d times; aborting, so partitions %s "
+            "resume from their last commit",
+            why,
+            COMMIT_ATTEMPTS,
+            sorted(self.partitions),
+        )
+        self._abort()
+
+    def _write_changelog(self) -> None:
+        assert self._producer is not None
+        topic = self.kafka.state_topic_name
+        written = 0
+        for partition, state in self.partitions.items():
+            for key, value in state.changelog_records():
+                self._producer.produce(topic, key, value, partition)
+                written += 1
+        self.metrics.changelog_records_written.inc(written)
+
+    def _positions(self) -> list[TopicPartition]:
+        """Return the next offset to read of each owned partition that has one."""
+        assert self._consumer is not None
+        owned = [
+            TopicPartition(self.kafka.heartbeat_topic, partition)
+            for partition in self.partitions
+        ]
+        if not owned:
+            return []
+        return [tp for tp in self._consumer.position(owned) if tp.offset >= 0]
+
+    def _abort(self) -> None:
+        """Abort the open transaction and restore every partition at the next step."""
+        self._commit_pending = False
+        self._abort_needed = True
+        self._reset_needed = True
+        self.metrics.commits.labels("aborted").inc()
+        self._try_abort()
+
+    def _try_abort(self) -> bool:
+        assert self._producer is not None
+        try:
+            self._producer.abort()
+        except MonitorError as err:
+            if not err.retriable:
+                logger.error("Abort failed: %s. Exiting.", err)
+                raise
+            if self._log_limit.allow("abort") is not None:
+                logger.warning("Abort failed: %s; will retry", err)
+            return False
+        self._abort_needed = False
+        return True
+
+    def _reset(self) -> bool:
+        """Restore every owned partition and read again from its committed offset.
+
+        What the aborted transaction contained (alerts, changelog records and
+        offsets) is invisible to read_committed readers. Reading the same
+        records again re-creates those alerts with the same event ids.
+        Returns False while the abort before it still fails.
+        """
+        if self._abort_needed and not self._try_abort():
+            return False
+        partitions = sorted(self.partitions)
+        self.partitions = {p: self.new_state(p) for p in partitions}
+        for partition in partitions:
+            self._next_offsets.pop(partition, None)
+        restore_partitions(
+            self.kafka,
+            self.partitions,
+            self.metrics,
+            self.settings.restore_timeout_s,
+        )
+        self._seek_to_committed(partitions)
+        self._reset_needed = False
+        return True
+
+    def _seek_to_committed(self, partitions: list[int]) -> None:
+        assert self._consumer is not None
+        if not partitions:
+            return
+        topic = self.kafka.heartbeat_topic
+        try:
+            committed = self._consumer.committed(
+                [TopicPartition(topic, p) for p in partitions], timeout=KAFKA_TIMEOUT_S
+            )
+            for tp in committed:
+                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                self._consumer.seek(TopicPartition(topic, tp.partition, offset))
+        except KafkaException as err:
+            raise MonitorError(
+                f"seeking partitions {partitions} back to their committed offsets "
+                f"failed: {err.args[0]}"
+            ) from err
+        logger.info(
+            "Partitions %s read again from offsets %s",
+            partitions,
+            [tp.offset for tp in committed],
+        )
 
     # Rebalance callbacks
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.shards[tp.partition] = self._new_shard(tp.partition)
-            self.clocks[tp.partition] = PartitionClock(
-                tp.partition, self.settings.fetch_grace_ms
-            )
-        self.metrics.partitions_owned.set(len(self.shards))
+        states = {tp.partition: self.new_state(tp.partition) for tp in partitions}
+        restore_partitions(
+            self.kafka, states, self.metrics, self.settings.restore_timeout_s
+        )
+        self.partitions.update(states)
+        self.metrics.partitions_owned.set(len(self.partitions))
         logger.info(
             "Assigned partitions %s; now owning %s",
-            sorted(tp.partition for tp in partitions),
-            sorted(self.shards),
+            sorted(states),
+            sorted(self.partitions),
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.shards.pop(tp.partition, None)
-            self.clocks.pop(tp.partition, None)
-            self._next_offsets.pop(tp.partition, None)
-            self._forget_partition_metrics(tp.partition)
-        self.metrics.partitions_owned.set(len(self.shards))
+        revoked = [tp.partition for tp in partitions if tp.partition in self.partitions]
+        if revoked and not self._reset_needed:
+            # Commit first, so nothing done for the revoked partitions is lost.
+            self._commit_with_retries("revoking partitions")
+        self._drop(revoked)
         logger.info(
-            "Revoked partitions %s; now owning %s",
-            sorted(tp.partition for tp in partitions),
-            sorted(self.shards),
+            "Revoked partitions %s; now owning %s", revoked, sorted(self.partitions)
         )
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group gave the partitions away already, so committing offsets
+        # for them would fail. Abort, and restore what is still owned.
+        lost = [tp.partition for tp in partitions if tp.partition in self.partitions]
+        self._drop(lost)
+        logger.warning(
+            "Lost partitions %s; aborting the open transaction and restoring "
+            "partitions %s",
+            lost,
+            sorted(self.partitions),
+        )
+        self._abort()
+
+    def _drop(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+            self._next_offsets.pop(partition, None)
+            self._forget_partition_metrics(partition)
+        self.metrics.partitions_owned.set(len(self.partitions))
+        self._update_gauges()
 
     def _forget_partition_metrics(self, partition: int) -> None:
         for gauge in (self.metrics.lag_records, self.metrics.clock_delay_seconds):
@@ -265,69 +502,78 @@ class MonitorWorker:
             except KeyError:
                 pass
 
-    def _new_shard(self, partition: int) -> Shard:
+    def new_state(self, partition: int) -> PartitionState:
         s = self.settings
-        return Shard(
+        shard = Shard(
             partition,
             default_timeout_ms=int(s.default_timeout_s * 1000),
             min_timeout_ms=int(s.min_timeout_s * 1000),
             max_timeout_ms=int(s.max_timeout_s * 1000),
             tick_ms=s.tick_ms,
         )
+        clock = PartitionClock(partition, s.fetch_grace_ms)
+        return PartitionState(shard, clock, self.rule)
 
     # Alerts
 
-    def _emit(self, partition: int, transition: Transition) -> None:
+    def _emit(self, partition: int, event: AlertEvent) -> None:
         assert self._producer is not None
-        event = alert_event(partition, transition)
-        self._producer.produce(
-            self.kafka.alert_topic,
-            key=event.device_id.encode(),
-            value=event.encode(),
-            on_delivery=self._on_delivery,
-        )
+        key = event.device_id or partition_subject(partition)
+        self._producer.produce(self.kafka.alert_topic, key.encode(), event.encode())
         self.metrics.alerts_emitted.labels(event.type).inc()
-        logger.debug(
-            "Emitted %s for %s (%s)", event.type, event.device_id, event.event_id
+        if event.type == MONITORING_DEGRADED:
+            logger.warning(
+                "Partition %d DEGRADED: %s devices missed their deadlines with no "
+                "record read since %d; holding their DOWN alerts until a record "
+                "arrives (event %s)",
+                partition,
+                event.devices,
+                event.last_seen_ms,
+                event.event_id,
+            )
+        elif event.type == MONITORING_RESTORED:
+            logger.info(
+                "Partition %d RESTORED at %d: %s silent devices get one full "
+                "timeout from then (event %s)",
+                partition,
+                event.detected_ms,
+                event.devices,
+                event.event_id,
+            )
+        else:
+            logger.debug(
+                "Emitted %s for %s (%s)", event.type, event.device_id, event.event_id
+            )
+
+    # Checks and gauges
+
+    def _check_state_topic(self) -> None:
+        admin = AdminClient(self.kafka.client_config())
+        topics = admin.list_topics(timeout=KAFKA_TIMEOUT_S).topics
+        name = self.kafka.state_topic_name
+        state = topics.get(name)
+        heartbeat = topics.get(self.kafka.heartbeat_topic)
+        if state is None or state.error is not None:
+            raise MonitorError(
+                f"state topic {name} is not found; create it with `hbmon topics`"
+            )
+        if heartbeat is not None and len(state.partitions) < len(heartbeat.partitions):
+            raise MonitorError(
+                f"state topic {name} has {len(state.partitions)} partitions but "
+                f"{self.kafka.heartbeat_topic} has {len(heartbeat.partitions)}; "
+                "it needs at least as many, so recreate it"
+            )
+
+    def _update_gauges(self) -> None:
+        states = self.partitions.values()
+        self.metrics.devices_tracked.set(sum(len(s.shard) for s in states))
+        self.metrics.devices_down.set(sum(s.devices_down for s in states))
+        self.metrics.alerts_held.set(sum(len(s.held_downs) for s in states))
+        self.metrics.partitions_degraded.set(
+            sum(1 for s in states if s.degraded is not None)
         )
 
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            return
-        self.metrics.alert_delivery_failures.inc()
-        logger.error(
-            "Alert event for %r was not delivered: %s; it is lost",
-            message.key(),
-            error,
-        )
-
-
-def alert_event(partition: int, transition: Transition) -> AlertEvent:
-    """Build the alert event for a shard transition."""
-    kind = DEVICE_DOWN if transition.kind == DOWN else DEVICE_RECOVERED
-    timeout_s = transition.timeout_ms / 1000
-    if kind == DEVICE_DOWN:
-        downtime_ms = None
-        message = (
-            f"Device {transition.device_id} sent no heartbeat within its "
-            f"{timeout_s:g} s timeout and is DOWN."
-        )
-    else:
-        downtime_ms = transition.at_ms - transition.last_seen_ms
-        message = (
-            f"Device {transition.device_id} is sending heartbeats again after "
-            f"{downtime_ms / 1000:.0f} s of silence."
-        )
-    return AlertEvent(
-        event_id=event_id_for(kind, transition.device_id, transition.last_seen_ms),
-        type=kind,
-        device_id=transition.device_id,
-        severity=SEVERITY[kind],
-        last_seen_ms=transition.last_seen_ms,
-        deadline_ms=transition.deadline_ms,
-        timeout_ms=transition.timeout_ms,
-        detected_ms=transition.at_ms,
-        partition=partition,
-        message=message,
-        downtime_ms=downtime_ms,
-    )
+    def _mode(self) -> str:
+        if self.settings.exactly_once:
+            return f"exactly-once every {self.settings.commit_interval_ms} ms"
+        return f"at-least-once every {self.settings.commit_interval_ms} ms"

@@ -58,6 +58,7 @@ def pipeline(kafka_settings: KafkaSettings, tmp_path: Path):
         "HBMON_MONITOR_METRICS_PORT": str(free_port()),
         "HBMON_ALERTER_GROUP_ID": f"alerter-{group_suffix}",
         "HBMON_ALERTER_METRICS_PORT": str(free_port()),
+        "HBMON_ALERTER_API_PORT": "0",
         "HBMON_SMTP_HOST": "127.0.0.1",
         "HBMON_SMTP_PORT": str(mailbox.port),
         "HBMON_SMTP_SECURITY": "none",

@@ -86,3 +86,36 @@ def test_mailbox_credentials_require_starttls(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="credentials need security='starttls'"):
         mailbox.start()
+
+
+def test_mailbox_rejects_after_accepting_some(tmp_path: Path) -> None:
+    with LocalMailbox(tmp_path, port=0) as mailbox:
+        mailbox.reject_mail(451, after=2)
+        send(mailbox.port, "first")
+        send(mailbox.port, "second")
+
+        with pytest.raises(smtplib.SMTPException, match="451"):
+            send(mailbox.port, "third")
+
+        assert [m["Subject"] for m in mailbox.messages()] == ["first", "second"]
+        assert mailbox.rejected_count == 1
+
+
+def test_mailbox_restarts_on_same_port(tmp_path: Path) -> None:
+    with LocalMailbox(tmp_path, port=0) as mailbox:
+        port = mailbox.port
+        mailbox.stop()
+
+        with pytest.raises(OSError):
+            send(port, "refused")
+
+        mailbox.start()
+        send(port, "after restart")
+
+        assert mailbox.port == port
+        assert [m["Subject"] for m in mailbox.messages()] == ["after restart"]
+
+
+def test_mailbox_reject_after_must_not_be_negative(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="after=-1 is invalid"):
+        LocalMailbox(tmp_path).reject_mail(451, after=-1)

@@ -7,13 +7,21 @@ from datetime import UTC, datetime
 import pytest
 
 from alerter.message import (
+    format_age,
     format_duration_short,
     format_duration_words,
     message_id_for,
     render_message,
     render_subject,
 )
-from hbmon.events import DEVICE_DOWN, DEVICE_RECOVERED, AlertEvent, InvalidRecord
+from hbmon.events import (
+    DEVICE_DOWN,
+    DEVICE_RECOVERED,
+    MONITORING_DEGRADED,
+    MONITORING_RESTORED,
+    AlertEvent,
+    InvalidRecord,
+)
 
 # 2024-05-01T14:02:11.000Z
 LAST_SEEN_MS = 1_714_572_131_000
@@ -47,7 +55,9 @@ def render(event: AlertEvent) -> str:
     message = render_message(
         event, sender="hbmon@example.com", recipients=["oncall@example.com"], now=NOW
     )
-    return message.get_content()
+    body = message.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())
 
 
 def body_rows(event: AlertEvent) -> dict[str, str]:
@@ -109,8 +119,8 @@ def test_body_down_fields() -> None:
     assert rows["Device"] == "sensor-17"
     assert rows["Alert"] == "DOWN (DEVICE_DOWN)"
     assert rows["Severity"] == "critical"
-    assert rows["Last seen"] == "2024-05-01T14:02:11.000Z"
-    assert rows["Detected at"] == "2024-05-01T14:03:12.345Z"
+    assert rows["Last seen"] == "2024-05-01T14:02:11.000Z (1 minute 9 seconds ago)"
+    assert rows["Detected at"] == "2024-05-01T14:03:12.345Z (7 seconds ago)"
     assert rows["Deadline"] == "2024-05-01T14:03:11.000Z"
     assert rows["Timeout"] == "1 minute (60 s)"
     assert rows["Event id"] == DOWN.event_id
@@ -123,7 +133,7 @@ def test_body_recovered_fields() -> None:
 
     assert rows["Alert"] == "RECOVERED (DEVICE_RECOVERED)"
     assert rows["Severity"] == "info"
-    assert rows["Detected at"] == "2024-05-01T14:06:23.000Z"
+    assert rows["Detected at"] == "2024-05-01T14:06:23.000Z (just now)"
     assert rows["Downtime"] == "4 minutes 12 seconds (252 s)"
 
 
@@ -149,7 +159,58 @@ def test_headers_identify_event() -> None:
     assert message["X-Hbmon-Event-Id"] == DOWN.event_id
     assert message["X-Hbmon-Device-Id"] == "sensor-17"
     assert message["X-Hbmon-Event-Type"] == "DEVICE_DOWN"
-    assert message.get_content_type() == "text/plain"
+    assert message.get_content_type() == "multipart/alternative"
+
+
+def test_html_alternative_has_sentence_and_escaped_rows() -> None:
+    event = replace(DOWN, device_id="<b>sensor</b>")
+    message = render_message(
+        event, sender="hbmon@example.com", recipients=["a@x.org"], now=NOW
+    )
+
+    html_part = message.get_body(("html",))
+
+    assert html_part is not None
+    content = str(html_part.get_content())
+    assert "Device &lt;b&gt;sensor&lt;/b&gt; is DOWN." in content
+    assert '<th align="left">Last seen</th>' in content
+
+
+def test_body_lists_routing_attributes() -> None:
+    rows = body_rows(replace(DOWN, attrs={"site": "plant-3"}))
+
+    assert rows["Site"] == "plant-3"
+
+
+def test_subject_monitoring_degraded_counts_devices() -> None:
+    event = replace(
+        DOWN, type=MONITORING_DEGRADED, device_id="", partition=3, devices=1234
+    )
+
+    assert render_subject(event) == (
+        "[MONITORING DEGRADED] partition 3 of iot-data silent, 1,234 devices not judged"
+    )
+
+
+def test_body_monitoring_degraded_says_what_is_not_judged() -> None:
+    event = replace(
+        DOWN, type=MONITORING_DEGRADED, device_id="", partition=3, devices=1234
+    )
+
+    first_line = render(event).splitlines()[0]
+
+    assert first_line == (
+        "Monitoring degraded: partition 3 of iot-data went silent; 1,234 devices "
+        "are not being judged."
+    )
+
+
+def test_subject_monitoring_restored_names_partition() -> None:
+    event = replace(DOWN, type=MONITORING_RESTORED, device_id="", partition=3)
+
+    assert render_subject(event, heartbeat_topic="hb") == (
+        "[MONITORING RESTORED] partition 3 of hb heard again"
+    )
 
 
 def test_message_id_is_stable_per_event() -> None:
@@ -215,3 +276,18 @@ def test_time_out_of_range_is_invalid_record() -> None:
 def test_duration_formats(duration_ms: int, short: str, words: str) -> None:
     assert format_duration_short(duration_ms) == short
     assert format_duration_words(duration_ms) == words
+
+
+@pytest.mark.parametrize(
+    ("age_ms", "expected"),
+    [
+        (0, "just now"),
+        (-5_000, "just now"),
+        (69_000, "1 minute 9 seconds ago"),
+        (3_661_000, "1 hour 1 minute ago"),
+    ],
+)
+def test_format_age_uses_two_largest_units(age_ms: int, expected: str) -> None:
+    now_ms = int(NOW.timestamp() * 1000)
+
+    assert format_age(NOW, now_ms - age_ms) == expected

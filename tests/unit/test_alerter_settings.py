@@ -39,7 +39,6 @@ def test_from_env_reads_every_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HBMON_ALERTER_SENDER", "hbmon@example.com")
     monkeypatch.setenv("HBMON_ALERTER_RECIPIENTS", "a@example.com, b@example.com")
     monkeypatch.setenv("HBMON_ALERTER_GROUP_ID", "alerter-eu")
-    monkeypatch.setenv("HBMON_ALERTER_MAX_ATTEMPTS", "4")
     monkeypatch.setenv("HBMON_ALERTER_BACKOFF_INITIAL_S", "0.2")
     monkeypatch.setenv("HBMON_ALERTER_BACKOFF_MAX_S", "3")
     monkeypatch.setenv("HBMON_ALERTER_DEDUP_SIZE", "500")
@@ -58,7 +57,6 @@ def test_from_env_reads_every_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.sender == "hbmon@example.com"
     assert settings.recipients == ("a@example.com", "b@example.com")
     assert settings.group_id == "alerter-eu"
-    assert settings.max_attempts == 4
     assert settings.backoff_initial_s == 0.2
     assert settings.backoff_max_s == 3.0
     assert settings.dedup_size == 500
@@ -79,7 +77,14 @@ def test_repr_hides_password() -> None:
         ("HBMON_SMTP_SECURITY", "ssl", "HBMON_SMTP_SECURITY='ssl' is invalid"),
         ("HBMON_SMTP_PORT", "smtp", "HBMON_SMTP_PORT='smtp' is not an integer"),
         ("HBMON_SMTP_TIMEOUT_S", "0", "HBMON_SMTP_TIMEOUT_S=0.0 is below"),
-        ("HBMON_ALERTER_MAX_ATTEMPTS", "0", "HBMON_ALERTER_MAX_ATTEMPTS=0 is below"),
+        ("HBMON_ALERTER_DIGEST_THRESHOLD", "0", "DIGEST_THRESHOLD=0 is below"),
+        (
+            "HBMON_ALERTER_GROUP_WAIT_S",
+            "-1",
+            "HBMON_ALERTER_GROUP_WAIT_S=-1.0 is below",
+        ),
+        ("HBMON_ALERTER_ROUTES_FILE", "/no/routes.toml", "'/no/routes.toml' is not"),
+        ("HBMON_ALERTER_SENT_TOPIC", "device-alerts-state", "four different topics"),
         ("HBMON_ALERTER_SENDER", "alerter", "HBMON_ALERTER_SENDER: 'alerter'"),
         ("HBMON_ALERTER_RECIPIENTS", "a@x, b", "HBMON_ALERTER_RECIPIENTS: 'b'"),
         ("HBMON_ALERTER_RECIPIENTS", " , ", "HBMON_ALERTER_RECIPIENTS is empty"),
@@ -108,9 +113,62 @@ def test_from_env_rejects_address_with_control_character(
         AlerterSettings.from_env()
 
 
-def test_delivery_budget_grows_with_attempts_and_timeout() -> None:
-    small = AlerterSettings(max_attempts=1, smtp_timeout_s=1.0)
-    large = AlerterSettings(max_attempts=3, smtp_timeout_s=10.0)
+def test_from_env_reads_grouping_and_api_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HBMON_ALERTER_GROUP_WAIT_S", "2")
+    monkeypatch.setenv("HBMON_ALERTER_GROUP_INTERVAL_S", "30")
+    monkeypatch.setenv("HBMON_ALERTER_REPEAT_INTERVAL_S", "3600")
+    monkeypatch.setenv("HBMON_ALERTER_DIGEST_THRESHOLD", "5")
+    monkeypatch.setenv("HBMON_ALERTER_FLAP_MAX_FLIPS", "6")
+    monkeypatch.setenv("HBMON_ALERTER_API_PORT", "0")
+    monkeypatch.setenv("HBMON_ALERTER_API_TOKEN", "t0ken")
+    monkeypatch.setenv("HBMON_ALERTER_DEAD_LETTER_TOPIC", "dlq")
 
-    assert small.delivery_budget_s < large.delivery_budget_s
-    assert large.delivery_budget_s >= 3 * 10.0 * 10
+    settings = AlerterSettings.from_env()
+
+    assert settings.group_wait_s == 2.0
+    assert settings.group_interval_s == 30.0
+    assert settings.repeat_interval_s == 3600.0
+    assert settings.digest_threshold == 5
+    assert settings.flap_max_flips == 6
+    assert settings.api_port == 0
+    assert settings.api_token == "t0ken"
+    assert settings.dead_letter_topic == "dlq"
+    assert "t0ken" not in repr(settings)
+
+
+def test_from_env_names_topics_after_alert_topic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HBMON_ALERT_TOPIC", "alerts-eu")
+
+    settings = AlerterSettings.from_env()
+
+    assert settings.dead_letter_topic == "alerts-eu-dead-letter"
+    assert settings.sent_topic == "alerts-eu-sent"
+    assert settings.state_topic == "alerts-eu-state"
+    assert settings.silence_topic == "alerts-eu-silences"
+
+
+def test_from_env_default_topics_and_api_are_local(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HBMON_ALERT_TOPIC", raising=False)
+
+    settings = AlerterSettings.from_env()
+
+    assert settings.dead_letter_topic == "device-alerts-dead-letter"
+    assert settings.sent_topic == "device-alerts-sent"
+    assert settings.state_topic == "device-alerts-state"
+    assert settings.silence_topic == "device-alerts-silences"
+    assert settings.api_host == "127.0.0.1"
+    assert settings.api_is_local
+
+
+@pytest.mark.parametrize(
+    ("host", "is_local"),
+    [("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False)],
+)
+def test_api_is_local_only_for_loopback(host: str, is_local: bool) -> None:
+    assert AlerterSettings(api_host=host).api_is_local is is_local

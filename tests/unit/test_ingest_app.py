@@ -214,6 +214,28 @@ async def test_heartbeats_wrong_method_405(
     assert response.json()["field"] == "method"
 
 
+async def test_post_trailing_slash_redirects(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/heartbeats/", content=b'{"device_id": "d"}', headers=JSON
+    )
+    assert response.status_code == 307
+    assert response.headers["location"] == "http://ingest/v1/heartbeats"
+
+
+@pytest.mark.parametrize("path", ["/v1/heartbeats", "/api/v1/heartbeats"])
+async def test_post_under_root_path_202(path: str) -> None:
+    app = create_app(SETTINGS, NO_BROKER, CollectorRegistry())
+    async with serve(app):
+        transport = httpx.ASGITransport(app=app, root_path="/api")
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://ingest"
+        ) as http:
+            response = await http.post(
+                path, content=b'{"device_id": "d"}', headers=JSON
+            )
+    assert response.status_code == 202
+
+
 async def test_unknown_path_404_json(client: httpx.AsyncClient) -> None:
     response = await client.get("/v2/nothing")
     assert response.status_code == 404

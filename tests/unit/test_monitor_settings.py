@@ -48,3 +48,52 @@ def test_clock_follows_wall_clock_minus_grace():
     clock.follow_wall_clock(9000)
 
     assert clock.now_ms == 8000
+
+
+def test_exactly_once_is_the_default():
+    settings = MonitorSettings.from_env()
+
+    assert settings.exactly_once is True
+    assert settings.commit_interval_ms == 1000
+
+
+def test_exactly_once_reads_strict_boolean(monkeypatch):
+    monkeypatch.setenv("HBMON_MONITOR_EXACTLY_ONCE", "maybe")
+
+    with pytest.raises(SettingError, match="HBMON_MONITOR_EXACTLY_ONCE"):
+        MonitorSettings.from_env()
+
+
+@pytest.mark.parametrize("share", ["0", "1", "1.5"])
+def test_outage_share_outside_zero_one_is_rejected(monkeypatch, share):
+    monkeypatch.setenv("HBMON_MONITOR_OUTAGE_SHARE", share)
+
+    with pytest.raises(SettingError, match="HBMON_MONITOR_OUTAGE_SHARE"):
+        MonitorSettings.from_env()
+
+
+def test_commit_interval_above_half_transaction_timeout_is_rejected(monkeypatch):
+    monkeypatch.setenv("HBMON_MONITOR_COMMIT_INTERVAL_MS", "6000")
+    monkeypatch.setenv("HBMON_MONITOR_TRANSACTION_TIMEOUT_MS", "10000")
+
+    with pytest.raises(SettingError, match="HBMON_MONITOR_COMMIT_INTERVAL_MS"):
+        MonitorSettings.from_env()
+
+
+def test_transactional_id_is_fresh_per_process_unless_set():
+    fresh = MonitorSettings()
+    fixed = MonitorSettings(transactional_id="monitor-a")
+
+    assert fresh.transactional_id_or_fresh() != fresh.transactional_id_or_fresh()
+    assert fresh.transactional_id_or_fresh().startswith("hbmon-monitor-")
+    assert fixed.transactional_id_or_fresh() == "monitor-a"
+
+
+def test_clock_restore_never_moves_backwards():
+    clock = PartitionClock(0, grace_ms=0)
+    clock.observe(5000)
+
+    clock.restore(now_ms=4000, last_record_ms=3000)
+
+    assert clock.now_ms == 5000
+    assert clock.last_record_ms == 5000

@@ -1,0 +1,1 @@
+"""Channels: how a notification reaches people (mail, webhook, Slack, PagerDuty)."""

@@ -1,0 +1,105 @@
+"""The mail channel: one mail per notification to a receiver's addresses."""
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from alerter import digest
+from alerter.channels.base import one_unit
+from alerter.message import message_id_for, printable
+from alerter.notification import Item, Kind, Notification
+from alerter.settings import AlerterSettings
+from alerter.smtp import SmtpMailer
+
+logger = logging.getLogger(__name__)
+
+
+class EmailChannel:
+    """Mails notifications over one reused SMTP connection."""
+
+    kind = "email"
+
+    def __init__(
+        self,
+        settings: AlerterSettings,
+        recipients: Sequence[str],
+        heartbeat_topic: str,
+        mailer: SmtpMailer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.recipients = tuple(recipients)
+        self.heartbeat_topic = heartbeat_topic
+        self.mailer = mailer or SmtpMailer(settings)
+
+    def units(self, notification: Notification) -> list[tuple[Item, ...]]:
+        return one_unit(notification)
+
+    def send(self, notification: Notification, now: datetime) -> None:
+        """Mail the notification; raise DeliveryError when no recipient got it."""
+        message = compose(
+            notification,
+            sender=self.settings.sender,
+            recipients=self.recipients,
+            now=now,
+            heartbeat_topic=self.heartbeat_topic,
+        )
+        rejected = self.mailer.send(message)
+        if rejected:
+            logger.warning(
+                "SMTP server rejected recipients %s of notification %s; the others "
+                "got it, so it is not sent again",
+                "; ".join(
+                    f"{address} ({code})" for address, (code, _) in rejected.items()
+                ),
+                notification.notification_id,
+            )
+
+    def close(self) -> None:
+        self.mailer.close()
+
+
+def compose(
+    notification: Notification,
+    *,
+    sender: str,
+    recipients: Sequence[str],
+    now: datetime,
+    heartbeat_topic: str,
+) -> EmailMessage:
+    """Build the mail: plain text, an HTML alternative, and a CSV for digests.
+
+    Mails about a single event carry X-Hbmon-Event-Id and X-Hbmon-Device-Id
+    headers; every mail carries X-Hbmon-Event-Type, X-Hbmon-Notification
+    (the kind), X-Hbmon-Devices (how many events) and X-Hbmon-Route.
+    """
+    items = notification.items
+    message = EmailMessage()
+    message["Subject"] = digest.subject(notification, now, heartbeat_topic)
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = format_datetime(now.astimezone(UTC))
+    single = len(items) == 1 and notification.kind in (Kind.DOWN, Kind.RECOVERED)
+    key = items[0].event.event_id if single else notification.notification_id
+    message["Message-ID"] = message_id_for(key)
+    if len(items) == 1:
+        message["X-Hbmon-Event-Id"] = printable(items[0].event.event_id)
+        message["X-Hbmon-Device-Id"] = printable(items[0].event.device_id)
+    message["X-Hbmon-Event-Type"] = items[0].event.type
+    message["X-Hbmon-Notification"] = notification.kind.name
+    message["X-Hbmon-Notification-Id"] = notification.notification_id
+    message["X-Hbmon-Devices"] = str(len(items))
+    message["X-Hbmon-Route"] = printable(notification.route)
+    message.set_content(digest.text(notification, now, heartbeat_topic))
+    message.add_alternative(
+        digest.html_text(notification, now, heartbeat_topic), subtype="html"
+    )
+    if notification.is_digest:
+        message.add_attachment(
+            digest.devices_csv(notification).encode(),
+            maintype="text",
+            subtype="csv",
+            filename=digest.CSV_NAME,
+        )
+    return message

@@ -1,0 +1,261 @@
+"""Everything the monitor keeps for one heartbeat partition.
+
+A PartitionState joins the partition's shard, clock and held DOWNs, applies
+the outage rule (see monitor/outage.py), remembers which devices changed
+since the last commit, and turns those changes into changelog records.
+"""
+
+from hbmon.events import AlertEvent, InvalidRecord
+from monitor.alerts import degraded_event, device_event, restored_event
+from monitor.changelog import (
+    PARTITION_KEY,
+    DeviceRecord,
+    PartitionRecord,
+    decode_device,
+    decode_partition,
+    encode_device,
+    encode_partition,
+)
+from monitor.clock import PartitionClock
+from monitor.outage import Degraded, HeldDowns, OutageRule
+from monitor.shard import DOWN, Shard, Transition
+
+
+class PartitionState:
+    """Devices, clock, held DOWNs and outage state of one partition.
+
+    `observe` and `judge` return the alert events to publish. The caller
+    publishes them in the same transaction as `changelog_records()`.
+    """
+
+    def __init__(self, shard: Shard, clock: PartitionClock, rule: OutageRule) -> None:
+        self.partition = shard.partition
+        self.shard = shard
+        self.clock = clock
+        self.rule = rule
+        self.held_downs = HeldDowns()
+        # Routing attributes (string values only) of devices that sent any.
+        self.attrs: dict[str, dict[str, str]] = {}
+        # Devices whose changelog record is out of date.
+        self.dirty: set[str] = set()
+        self.degraded: Degraded | None = None
+        # When monitoring was last restored after an outage. A device silent
+        # since before then is judged one full timeout after it.
+        self.restored_ms = 0
+        self._written_partition_value = b""
+
+    @property
+    def devices_down(self) -> int:
+        """Devices whose DOWN was announced and that have not recovered."""
+        return self.shard.down_count - len(self.held_downs)
+
+    @property
+    def devices_judged(self) -> int:
+        """Devices UP or held, which the outage rule counts."""
+        return len(self.shard) - self.devices_down
+
+    # Heartbeats
+
+    def observe(
+        self,
+        device_id: str,
+        record_ms: int,
+        timeout_ms: int | None,
+        attrs: dict[str, object] | None = None,
+    ) -> list[AlertEvent]:
+        """Apply one heartbeat record appended at `record_ms` and return the events.
+
+        A record that reaches a new tick of the shard clock first has the
+        deadlines before it judged at its own time, because every earlier
+        record of the partition has been read by then. So a backlog read in
+        large batches after a restart gets the same verdicts as a live
+        monitor.
+        """
+        events: list[AlertEvent] = []
+        clock = self.clock
+        if record_ms > clock.now_ms and self._reaches_new_tick(record_ms):
+            events.extend(self.judge(record_ms))
+        if self.degraded is not None:
+            events.append(self._end_outage(record_ms))
+        clock.observe(record_ms)
+        transition = self.shard.observe(device_id, record_ms, timeout_ms)
+        self.dirty.add(device_id)
+        if attrs:
+            self._store_attrs(device_id, attrs)
+        if transition is not None and not self.held_downs.discard(device_id):
+            events.append(
+                device_event(
+                    self.partition, transition, record_ms, self.attrs.get(device_id)
+                )
+            )
+        return events
+
+    def _reaches_new_tick(self, time_ms: int) -> bool:
+        judged_ms = self.shard.clock_ms
+        tick_ms = self.shard.tick_ms
+        return judged_ms is None or time_ms // tick_ms > judged_ms // tick_ms
+
+    def follow_wall_clock(self, wall_ms: int) -> None:
+        """Advance the clock of a caught-up partition, unless it is DEGRADED."""
+        if self.degraded is None:
+            self.clock.follow_wall_clock(wall_ms)
+
+    # Deadlines
+
+    def judge(self, now_ms: int) -> list[AlertEvent]:
+        """Expire deadlines up to `now_ms`, apply the outage rule, return the events.
+
+        A DOWN is announced once a record appended at or after its judge
+        time was read. In a partition too small for the outage rule, it is
+        announced when its judge time passes. When due held DOWNs make an
+        outage, the partition enters DEGRADED and its clock stops.
+        """
+        if self.degraded is not None:
+            return []
+        for transition in self.shard.expire(now_ms):
+            judge_ms = max(
+                transition.deadline_ms, self.restored_ms + transition.timeout_ms
+            )
+            self.held_downs.add(transition, judge_ms)
+            self.dirty.add(transition.device_id)
+        if not self.held_downs:
+            return []
+
+        # 1. Announce what later records confirm.
+        events = self._announce(
+            self.held_downs.pop_until(self.clock.last_record_ms), now_ms
+        )
+
+        # 2. A small partition announces at the judge time.
+        devices = self.devices_judged
+        if not self.rule.applies_to(devices):
+            events.extend(self._announce(self.held_downs.pop_until(now_ms), now_ms))
+            return events
+
+        # 3. Too many unconfirmed DOWNs at once: suspect the pipeline.
+        due = self.held_downs.count_until(now_ms)
+        if self.rule.is_outage(due, devices):
+            self.degraded = Degraded(now_ms, self.clock.last_record_ms, due)
+            events.append(
+                degraded_event(self.partition, self.degraded, self._timeout_ms())
+            )
+        return events
+
+    def _announce(self, transitions: list[Transition], now_ms: int) -> list[AlertEvent]:
+        for transition in transitions:
+            self.dirty.add(transition.device_id)
+        return [
+            device_event(self.partition, t, now_ms, self.attrs.get(t.device_id))
+            for t in transitions
+        ]
+
+    def _end_outage(self, record_ms: int) -> AlertEvent:
+        assert self.degraded is not None
+        degraded, self.degraded = self.degraded, None
+        self.restored_ms = record_ms
+        self.held_downs.postpone(record_ms)
+        return restored_event(
+            self.partition,
+            degraded,
+            record_ms,
+            self._timeout_ms(),
+            len(self.held_downs),
+        )
+
+    def _timeout_ms(self) -> int:
+        return self.shard.default_timeout_ms
+
+    def _store_attrs(self, device_id: str, attrs: dict[str, object]) -> None:
+        routing = {k: v for k, v in attrs.items() if isinstance(v, str)}
+        if routing:
+            self.attrs[device_id] = routing
+
+    # Changelog
+
+    def changelog_records(self) -> list[tuple[bytes, bytes | None]]:
+        """Return changelog records of what changed since the last call.
+
+        Those are the devices changed, then the partition record if it
+        changed. Cost: O(changed devices).
+        """
+        records: list[tuple[bytes, bytes | None]] = []
+        for device_id in self.dirty:
+            state = self.shard.device(device_id)
+            key = device_id.encode()
+            if state is None:
+                records.append((key, None))
+                continue
+            record = DeviceRecord(
+                state.last_seen_ms,
+                state.timeout_ms,
+                state.down,
+                self.held_downs.judge_ms(device_id),
+                self.attrs.get(device_id),
+            )
+            records.append((key, encode_device(record)))
+        self.dirty.clear()
+        partition_value = encode_partition(self.partition_record())
+        if partition_value != self._written_partition_value:
+            records.append((PARTITION_KEY, partition_value))
+            self._written_partition_value = partition_value
+        return records
+
+    def partition_record(self) -> PartitionRecord:
+        return PartitionRecord(
+            self.clock.now_ms,
+            self.clock.last_record_ms,
+            self.restored_ms,
+            self.degraded,
+        )
+
+    def load(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one changelog record while restoring.
+
+        Raises:
+            InvalidRecord: the key or value cannot be decoded.
+        """
+        if key is None or not key:
+            raise InvalidRecord("key", "is missing")
+        if key == PARTITION_KEY:
+            if value is not None:
+                self._load_partition(decode_partition(value))
+            return
+        try:
+            device_id = key.decode()
+        except UnicodeDecodeError as err:
+            raise InvalidRecord("key", f"is not UTF-8 ({err})") from err
+        if value is None:
+            self.shard.forget(device_id)
+            self.held_downs.discard(device_id)
+            self.attrs.pop(device_id, None)
+            return
+        self._load_device(device_id, decode_device(value))
+
+    def _load_partition(self, record: PartitionRecord) -> None:
+        self.clock.restore(record.clock_ms, record.last_record_ms)
+        self.restored_ms = record.restored_ms
+        self.degraded = record.degraded
+
+    def _load_device(self, device_id: str, record: DeviceRecord) -> None:
+        self.shard.restore(
+            device_id, record.last_seen_ms, record.timeout_ms, record.down
+        )
+        if device_id in self.held_downs:
+            self.held_downs.discard(device_id)
+        if record.held_ms is not None:
+            # The shard clamps the timeout into its bounds; the DOWN uses that.
+            state = self.shard.device(device_id)
+            assert state is not None
+            transition = Transition(
+                DOWN,
+                device_id,
+                state.last_seen_ms,
+                state.deadline_ms,
+                state.timeout_ms,
+                record.held_ms,
+            )
+            self.held_downs.add(transition, record.held_ms)
+        if record.attrs:
+            self.attrs[device_id] = record.attrs
+        else:
+            self.attrs.pop(device_id, None)

@@ -1,0 +1,207 @@
+"""A channel lane's unit of work, deliver_one(), with a scripted channel."""
+
+from datetime import datetime
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from alerter.backoff import Backoff
+from alerter.channels.base import DeliveryError, one_unit
+from alerter.deadletter import DeadLetters
+from alerter.dispatch import Lane
+from alerter.ledger import OffsetLedger
+from alerter.metrics import AlerterMetrics
+from alerter.notification import Item, Kind, Notification
+from alerter.sentlog import SentLog
+from hbmon.events import DEVICE_DOWN, AlertEvent
+
+
+class ScriptedChannel:
+    """Fails with the queued errors first, then accepts; records what it sent."""
+
+    kind = "email"
+
+    def __init__(self, *errors: DeliveryError) -> None:
+        self.errors = list(errors)
+        self.sent: list[list[str]] = []
+
+    def units(self, notification: Notification) -> list[tuple[Item, ...]]:
+        return one_unit(notification)
+
+    def send(self, notification: Notification, now: datetime) -> None:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.sent.append([item.key for item in notification.items])
+
+    def close(self) -> None:
+        return
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def notification(*keys: str) -> Notification:
+    items = tuple(
+        Item(
+            Kind.DOWN,
+            key,
+            AlertEvent(key, DEVICE_DOWN, key, "critical", 0, 0, 0, 0, 0, "m"),
+        )
+        for key in keys
+    )
+    return Notification(Kind.DOWN, "r", (), items, 10)
+
+
+TRANSIENT = DeliveryError("451 try later", retriable=True, code=451)
+PERMANENT = DeliveryError("550 no such user", retriable=False, code=550)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def make_lane(
+    channel: ScriptedChannel,
+    registry: CollectorRegistry,
+    clock: Clock,
+    sent_log: SentLog | None = None,
+    ledger: OffsetLedger | None = None,
+) -> Lane:
+    return Lane(
+        "oncall",
+        channel,
+        sent_log=SentLog(None) if sent_log is None else sent_log,
+        dead_letters=DeadLetters(None),
+        ledger=OffsetLedger() if ledger is None else ledger,
+        metrics=AlerterMetrics(registry),
+        backoff=Backoff(1.0, 4.0),
+        retry_for_s=60.0,
+        clock=clock,
+    )
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(
+        name, {"receiver": "oncall", "channel": "email", **labels}
+    )
+    assert value is not None
+    return value
+
+
+def test_lane_sends_records_and_settles(registry: CollectorRegistry) -> None:
+    channel, clock, sent_log, ledger = (
+        ScriptedChannel(),
+        Clock(),
+        SentLog(None),
+        OffsetLedger(),
+    )
+    ledger.assign([0])
+    ref = ledger.read(0, 0)
+    lane = make_lane(channel, registry, clock, sent_log, ledger)
+    lane.submit(notification("a", "b"), {"a": [ref]})
+    ledger.release(ref)
+
+    more = lane.deliver_one(0.0)
+
+    assert channel.sent == [["a", "b"]]
+    assert not more
+    assert sent_log.was_sent("oncall/email", "a")
+    assert ledger.committable() == {0: 1}
+    assert sample(registry, "hbmon_alerter_notifications_sent_total") == 1
+
+
+def test_lane_drops_items_already_sent(registry: CollectorRegistry) -> None:
+    sent_log = SentLog(None)
+    sent_log.record("oncall/email", ["a"], "n", 0)
+    lane = make_lane(ScriptedChannel(), registry, Clock(), sent_log)
+
+    assert lane.submit(notification("a"), {}) == 0
+    assert lane.submit(notification("a", "b"), {}) == 1
+
+
+def test_lane_queues_an_item_once(registry: CollectorRegistry) -> None:
+    ledger = OffsetLedger()
+    ledger.assign([0])
+    first, second = ledger.read(0, 0), ledger.read(0, 1)
+    lane = make_lane(ScriptedChannel(), registry, Clock(), ledger=ledger)
+    lane.submit(notification("a"), {"a": [first]})
+
+    queued = lane.submit(notification("a"), {"a": [second]})
+    ledger.release(first)
+    ledger.release(second)
+
+    assert queued == 0
+    assert lane.depth() == 1
+    assert ledger.committable() == {}
+    lane.deliver_one(0.0)
+    assert ledger.committable() == {0: 2}
+
+
+def test_lane_retries_transient_failure_after_backoff(
+    registry: CollectorRegistry,
+) -> None:
+    channel, clock = ScriptedChannel(TRANSIENT), Clock()
+    lane = make_lane(channel, registry, clock)
+    lane.submit(notification("a"), {})
+
+    lane.deliver_one(0.0)
+    waiting = lane.deliver_one(0.0)
+    clock.now_s = 1.0
+    lane.deliver_one(0.0)
+
+    assert waiting
+    assert channel.sent == [["a"]]
+    assert (
+        sample(registry, "hbmon_alerter_notifications_failed_total", kind="transient")
+        == 1
+    )
+    assert sample(registry, "hbmon_alerter_notifications_retried_total") == 1
+
+
+def test_lane_parks_permanent_failure_and_goes_on(
+    registry: CollectorRegistry,
+) -> None:
+    channel = ScriptedChannel(PERMANENT)
+    lane = make_lane(channel, registry, Clock())
+    lane.submit(notification("a"), {})
+    lane.submit(notification("b"), {})
+
+    lane.deliver_one(0.0)
+    lane.deliver_one(0.0)
+
+    assert channel.sent == [["b"]]
+    assert sample(registry, "hbmon_alerter_notifications_parked_total") == 1
+    assert (
+        sample(registry, "hbmon_alerter_notifications_failed_total", kind="permanent")
+        == 1
+    )
+
+
+def test_lane_parks_after_retrying_for_too_long(registry: CollectorRegistry) -> None:
+    channel, clock = ScriptedChannel(*[TRANSIENT] * 100), Clock()
+    lane = make_lane(channel, registry, clock)
+    lane.submit(notification("a"), {})
+
+    while lane.depth():
+        lane.deliver_one(0.0)
+        clock.now_s += 5.0
+
+    assert channel.sent == []
+    assert clock.now_s >= 60.0
+    assert sample(registry, "hbmon_alerter_notifications_parked_total") == 1
+
+
+def test_lane_reports_depth_and_oldest_age(registry: CollectorRegistry) -> None:
+    clock = Clock()
+    lane = make_lane(ScriptedChannel(), registry, clock)
+    lane.submit(notification("a"), {})
+    clock.now_s = 7.5
+
+    assert sample(registry, "hbmon_alerter_queue_depth") == 1
+    assert sample(registry, "hbmon_alerter_oldest_pending_seconds") == 7.5

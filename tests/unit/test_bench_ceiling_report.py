@@ -1,0 +1,116 @@
+"""Figures, ratios, the Kafka check and capacity of an ingest ceiling run."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+ingest_ceiling_report = importlib.import_module("ingest_ceiling_report")
+ingest_cpu = importlib.import_module("ingest_cpu")
+ingest_wrk = importlib.import_module("ingest_wrk")
+
+
+def phase(server: str, mode: str, requests: int, cpu_s: float, round_index: int = 0):  # type: ignore[no-untyped-def]
+    batch_size = 1000 if mode == "batch" else 1
+    load = ingest_wrk.WrkLoad(mode, 100, "basic", batch_size, 8)
+    wrk = ingest_wrk.WrkResult(
+        duration_s=10.0,
+        requests=requests,
+        errors={"status": 0},
+        latency_us={"p99": 1000},
+        heartbeats_per_request=load.heartbeats_per_request,
+    )
+    cpu = ingest_cpu.CpuUsage(
+        process_s=cpu_s,
+        threads_s={},
+        core_busy_s={0: 9.5, 1: 4.0},
+        core_irq_s={0: 0.5, 1: 0.0},
+        core_steal_s={0: 0.0, 1: 0.0},
+    )
+    return ingest_ceiling_report.Phase(
+        server, mode, round_index, load, wrk, cpu, server_cores="0", load_cores="1"
+    )
+
+
+def result_with(phases: list) -> object:  # type: ignore[type-arg]
+    result = ingest_ceiling_report.CeilingResult(machine={}, settings={})
+    result.phases = phases
+    return result
+
+
+def test_phase_divides_by_server_cpu_seconds() -> None:
+    single = phase("ingest", "single", requests=100_000, cpu_s=8.0)
+
+    assert single.heartbeats_per_cpu_s == 12_500.0
+    assert single.server_cpu_share == 0.8
+    assert single.other_load_on_server_cores == pytest.approx(0.1)
+    assert single.irq_on_server_cores == pytest.approx(0.05)
+    assert single.load_cores_busy == pytest.approx(0.4)
+
+
+def test_median_ratio_pairs_rounds() -> None:
+    result = result_with(
+        [
+            phase("no-op", "single", 200_000, 10.0, 0),
+            phase("ingest", "single", 100_000, 10.0, 0),
+            phase("no-op", "single", 100_000, 5.0, 1),
+            phase("ingest", "single", 70_000, 5.0, 1),
+            phase("no-op", "single", 200_000, 10.0, 2),
+            phase("ingest", "single", 160_000, 10.0, 2),
+        ]
+    )
+
+    assert result.median_ratio("single", per_cpu_s=False) == 0.7
+    assert result.median_requests_per_s("ingest", "single") == 10_000.0
+
+
+def test_capacity_plans_tasks_at_half_the_ceiling() -> None:
+    result = result_with(
+        [
+            phase("ingest", "single", 100_000, 10.0),  # 10,000 per CPU-second
+            phase("ingest", "batch", 1_000, 5.0),  # 200,000 per CPU-second
+        ]
+    )
+
+    rows = {row["mode"]: row for row in result.capacity()}
+
+    assert rows["single"]["tasks"] == 20  # 100,000/s at 5,000 per task
+    assert rows["batch"]["tasks"] == 1  # 100,000/s at 100,000 per task
+
+
+@pytest.mark.parametrize(
+    ("records", "metric", "passed"),
+    [
+        (1_000, 1_000, True),  # every accepted heartbeat arrived
+        (1_040, 1_040, True),  # ingest queued requests that wrk cut off
+        (999, 999, False),  # an accepted heartbeat is missing
+        (1_060, 1_060, False),  # more than could have been in flight
+        (1_000, 1_001, False),  # ingest counted one that never arrived
+    ],
+)
+def test_kafka_check(records: int, metric: int, passed: bool) -> None:
+    result = result_with([])
+    result.client_accepted = 1_000
+    result.in_flight_bound = 50
+    result.kafka_records = records
+    result.ingest_metric_accepted = metric
+
+    assert result.kafka_check_passed() is passed
+
+
+@pytest.mark.parametrize(
+    ("cores", "expected"), [("0", [0]), ("1-3", [1, 2, 3]), ("0,2-3", [0, 2, 3])]
+)
+def test_parse_cores(cores: str, expected: list[int]) -> None:
+    assert ingest_ceiling_report.parse_cores(cores) == expected
+
+
+def test_stat_cpu_seconds_survive_spaces_in_command_name() -> None:
+    fields = " ".join(["S"] + ["0"] * 10 + ["250", "50"] + ["0"] * 30)
+    stat = f"4242 (rdk:broker 1) (x) {fields}"
+
+    cpu_s = ingest_cpu._stat_cpu_s(stat)
+
+    assert cpu_s == 300 / ingest_cpu.CLOCK_TICKS_PER_S

@@ -1,0 +1,200 @@
+"""The outage rule on one partition, without a broker.
+
+Times are ms. Devices have a 1000 ms timeout, the shard ticks every 100 ms,
+and the rule applies to partitions of at least 4 devices.
+"""
+
+from hbmon.events import (
+    DEVICE_DOWN,
+    DEVICE_RECOVERED,
+    MONITORING_DEGRADED,
+    MONITORING_RESTORED,
+)
+from monitor.clock import PartitionClock
+from monitor.outage import HeldDowns, OutageRule
+from monitor.partition import PartitionState
+from monitor.shard import DOWN, Shard, Transition
+
+TIMEOUT_MS = 1000
+
+
+def new_state(min_devices: int = 4, share: float = 0.5) -> PartitionState:
+    shard = Shard(
+        0,
+        default_timeout_ms=TIMEOUT_MS,
+        min_timeout_ms=100,
+        max_timeout_ms=60_000,
+        tick_ms=100,
+    )
+    return PartitionState(shard, PartitionClock(0, 0), OutageRule(share, min_devices))
+
+
+def heartbeats(state: PartitionState, devices: list[str], at_ms: int) -> list:
+    events = []
+    for index, device_id in enumerate(devices):
+        events.extend(state.observe(device_id, at_ms + index, None))
+    return events
+
+
+def types(events: list) -> list[str]:
+    return [event.type for event in events]
+
+
+FLEET = [f"d-{i}" for i in range(8)]
+
+
+def test_small_partition_announces_down_at_deadline():
+    state = new_state(min_devices=4)
+    heartbeats(state, ["a", "b"], 1000)
+
+    events = state.judge(2100)
+
+    assert types(events) == [DEVICE_DOWN, DEVICE_DOWN]
+    assert events[0].detected_ms == 2100
+
+
+def test_large_partition_holds_down_until_later_record():
+    state = new_state()
+    heartbeats(state, FLEET, 1000)
+    heartbeats(state, FLEET[1:], 1500)
+
+    held = state.judge(2100)
+    state.observe("d-1", 2200, None)
+    confirmed = state.judge(2300)
+
+    assert held == []
+    assert types(confirmed) == [DEVICE_DOWN]
+    assert confirmed[0].device_id == "d-0"
+
+
+def test_held_down_that_recovers_emits_nothing():
+    state = new_state()
+    heartbeats(state, FLEET, 1000)
+    heartbeats(state, FLEET[1:], 1500)
+
+    state.judge(2100)
+    recovered = state.observe("d-0", 2150, None)
+    later = state.judge(2200)
+
+    assert recovered == []
+    assert later == []
+    assert state.devices_down == 0
+
+
+def test_silent_partition_degrades_once_without_downs():
+    state = new_state()
+    heartbeats(state, FLEET, 1000)
+
+    events = state.judge(2100) + state.judge(5000) + state.judge(9000)
+
+    assert types(events) == [MONITORING_DEGRADED]
+    assert events[0].devices == len(FLEET)
+    assert events[0].device_id == ""
+    assert state.clock.now_ms < 5000
+
+
+def test_degraded_partition_restores_on_next_record():
+    state = new_state()
+    heartbeats(state, FLEET, 1000)
+    state.judge(2100)
+
+    events = state.observe("d-0", 8000, None)
+
+    assert types(events) == [MONITORING_RESTORED]
+    assert events[0].detected_ms == 8000
+    assert state.degraded is None
+
+
+def test_restored_partition_judges_after_full_timeout():
+    state = new_state()
+    heartbeats(state, FLEET, 1000)
+    state.judge(2100)
+    heartbeats(state, FLEET[1:], 8000)
+    heartbeats(state, FLEET[1:], 8800)
+
+    before = state.judge(8900)
+    state.observe("d-1", 9100, None)
+    after = state.judge(9100)
+
+    assert before == []
+    assert types(after) == [DEVICE_DOWN]
+    assert after[0].device_id == "d-0"
+    assert after[0].last_seen_ms == 1000
+
+
+def test_backlog_after_gap_degrades_like_live():
+    state = new_state()
+    heartbeats(state, FLEET, 1000)
+
+    # No tick between the records before and after a long gap, as when a
+    # restarted monitor reads a backlog in one batch.
+    events = heartbeats(state, FLEET, 6000)
+
+    assert types(events) == [MONITORING_DEGRADED, MONITORING_RESTORED]
+    assert state.judge(6500) == []
+
+
+def test_partial_silence_below_share_is_announced():
+    state = new_state()
+    heartbeats(state, FLEET, 1000)
+    heartbeats(state, FLEET[3:], 1800)
+
+    state.judge(2100)
+    state.observe("d-4", 2200, None)
+    events = state.judge(2200)
+
+    assert types(events) == [DEVICE_DOWN] * 3
+
+
+def test_share_above_threshold_needs_min_devices():
+    rule = OutageRule(share=0.5, min_devices=20)
+
+    assert not rule.is_outage(due=19, devices=20)
+    assert rule.is_outage(due=20, devices=20)
+    assert not rule.is_outage(due=20, devices=40)
+    assert rule.is_outage(due=21, devices=40)
+
+
+def test_down_then_recovered_after_confirmation():
+    state = new_state()
+    heartbeats(state, FLEET, 1000)
+    heartbeats(state, FLEET[1:], 1500)
+    heartbeats(state, FLEET[1:], 2200)
+    assert types(state.judge(2300)) == [DEVICE_DOWN]
+
+    events = state.observe("d-0", 2400, None)
+
+    assert types(events) == [DEVICE_RECOVERED]
+    assert events[0].downtime_ms == 1400
+
+
+def test_held_downs_pop_in_judge_order():
+    held = HeldDowns()
+    for device_id, judge_ms in (("b", 300), ("a", 100), ("c", 200)):
+        held.add(Transition(DOWN, device_id, 0, judge_ms, judge_ms, judge_ms), judge_ms)
+
+    assert held.count_until(200) == 2
+    assert [t.device_id for t in held.pop_until(200)] == ["a", "c"]
+    assert len(held) == 1
+
+
+def test_held_downs_postpone_to_full_timeout():
+    held = HeldDowns()
+    held.add(Transition(DOWN, "a", 0, 1000, 1000, 1000), 1000)
+
+    held.postpone(5000)
+
+    assert held.judge_ms("a") == 6000
+
+
+def test_backlog_in_one_batch_judges_deadline_between_records():
+    state = new_state(min_devices=4)
+    events = state.observe("a", 1000, None) + state.observe("b", 1000, None)
+
+    # Read as one backlog, with no tick: "a" is silent past its deadline.
+    for at_ms in (1500, 2000, 2500):
+        events += state.observe("b", at_ms, None)
+    events += state.observe("a", 2600, None)
+
+    assert types(events) == [DEVICE_DOWN, DEVICE_RECOVERED]
+    assert events[0].device_id == "a"
