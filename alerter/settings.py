@@ -4,7 +4,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from hbmon.env import SettingError, env_float, env_int, env_list, env_str
+from hbmon.env import SettingError, env_float, env_int, env_list, env_port, env_str
 
 SECURITY_MODES = ("none", "starttls", "tls")
 _WEEK_S = 7 * 86_400.0
@@ -74,7 +74,7 @@ class AlerterSettings:
         alert_topic = env_str("HBMON_ALERT_TOPIC", "device-alerts")
         settings = cls(
             smtp_host=env_str("HBMON_SMTP_HOST", d.smtp_host),
-            smtp_port=env_int("HBMON_SMTP_PORT", d.smtp_port, minimum=1),
+            smtp_port=env_port("HBMON_SMTP_PORT", d.smtp_port, allow_zero=False),
             smtp_security=env_str("HBMON_SMTP_SECURITY", d.smtp_security).lower(),
             smtp_user=env_str("HBMON_SMTP_USER", ""),
             smtp_password=env_str("HBMON_SMTP_PASSWORD", ""),
@@ -96,9 +96,7 @@ class AlerterSettings:
             ),
             dedup_size=env_int("HBMON_ALERTER_DEDUP_SIZE", d.dedup_size, minimum=1),
             metrics_host=env_str("HBMON_ALERTER_METRICS_HOST", d.metrics_host),
-            metrics_port=env_int(
-                "HBMON_ALERTER_METRICS_PORT", d.metrics_port, minimum=0
-            ),
+            metrics_port=env_port("HBMON_ALERTER_METRICS_PORT", d.metrics_port),
             routes_file=env_str("HBMON_ALERTER_ROUTES_FILE", ""),
             group_wait_s=_seconds("HBMON_ALERTER_GROUP_WAIT_S", d.group_wait_s, 0.0),
             group_interval_s=_seconds(
@@ -116,7 +114,7 @@ class AlerterSettings:
             flap_window_s=_seconds("HBMON_ALERTER_FLAP_WINDOW_S", d.flap_window_s, 1.0),
             flap_stable_s=_seconds("HBMON_ALERTER_FLAP_STABLE_S", d.flap_stable_s, 0.1),
             api_host=env_str("HBMON_ALERTER_API_HOST", d.api_host),
-            api_port=env_int("HBMON_ALERTER_API_PORT", d.api_port, minimum=0),
+            api_port=env_port("HBMON_ALERTER_API_PORT", d.api_port),
             api_token=env_str("HBMON_ALERTER_API_TOKEN", ""),
             dead_letter_topic=env_str(
                 "HBMON_ALERTER_DEAD_LETTER_TOPIC", f"{alert_topic}-dead-letter"

@@ -49,6 +49,7 @@ from ingest_services import (
     noop_process,
     pinned,
     scrape_counter,
+    source_state,
     stop_on_signals,
     wait_ready,
 )
@@ -397,6 +398,7 @@ class CeilingRun:
             for key, value in vars(self.args).items()
         }
         settings["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        settings["source"] = source_state()
         return settings
 
 

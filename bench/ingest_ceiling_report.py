@@ -269,6 +269,7 @@ def _format_setup(result: CeilingResult) -> str:
             "# Ingest ceiling",
             "",
             f"- Command: `./dev bench {settings['command']}`",
+            f"- Code: {format_source(settings.get('source'))}",
             f"- Machine: {machine['nproc']} cores, {machine['cpu_model']}, "
             f"{machine['memory_gib']} GiB RAM, Linux {machine['kernel']}, "
             f"Python {machine['python']}; load average at start {load_avg}",
@@ -280,6 +281,18 @@ def _format_setup(result: CeilingResult) -> str:
             f"{settings['batch_size']:,}; topic {result.topic} with "
             f"{settings['partitions']} partitions",
         ]
+    )
+
+
+def format_source(source: object) -> str:
+    """Return the commit and the uncommitted changes of a run's code, in words."""
+    if not isinstance(source, dict):
+        return "unknown"
+    changed = source.get("changed") or []
+    if not changed:
+        return f"commit {source.get('commit')}, no uncommitted changes"
+    return f"commit {source.get('commit')} with uncommitted changes in " + ", ".join(
+        str(path) for path in changed
     )
 
 

@@ -51,6 +51,7 @@ from ingest_services import (
     ingest_process,
     pinned,
     scrape_counter,
+    source_state,
     stop_on_signals,
     wait_ready,
 )
@@ -365,6 +366,7 @@ class LocustRun:
             for key, value in vars(self.args).items()
         }
         settings["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        settings["source"] = source_state()
         return settings
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
+from ingest_ceiling_report import format_source
 from ingest_cpu import CpuUsage
 from matplotlib.ticker import FuncFormatter
 
@@ -313,6 +314,7 @@ def _format_setup(result: LocustResult) -> str:
             f"# Locust: {scenario}",
             "",
             f"- Command: `./dev bench {settings['command']}`",
+            f"- Code: {format_source(settings.get('source'))}",
             f"- Scenario: {details[str(scenario)]}; payload {settings['payload']}",
             f"- Locust: {settings['users']} users, spawn rate "
             f"{settings['spawn_rate']:g}/s, run time {settings['run_time']}, {mode}",

@@ -42,6 +42,29 @@ BROKER_ENV = {
 }
 
 
+def source_state() -> dict[str, object]:
+    """Return the commit that is checked out and the changed files of the services.
+
+    Benchmarks run the working tree, so a figure belongs to the commit plus
+    these changes.
+    """
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    ).stdout.strip()
+    changes = subprocess.run(
+        ["git", "status", "--porcelain", "--", "ingest", "hbmon"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    ).stdout.splitlines()
+    return {"commit": commit, "changed": [line[3:] for line in changes]}
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

@@ -5,6 +5,7 @@ raise InvalidRecord naming the field and the rule, so a consumer can log,
 count and skip a bad record without stopping.
 """
 
+import math
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -195,6 +196,8 @@ def _optional_positive(data: dict[str, Any], name: str) -> float | None:
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRecord(name, "must be a positive number of seconds")
+    if not 0 < value < math.inf:
+        raise InvalidRecord(name, "must be a positive, finite number of seconds")
     return float(value)

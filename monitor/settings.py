@@ -3,7 +3,7 @@
 import uuid
 from dataclasses import dataclass
 
-from hbmon.env import SettingError, env_bool, env_float, env_int, env_str
+from hbmon.env import SettingError, env_bool, env_float, env_int, env_port, env_str
 
 TRANSACTIONAL_ID_PREFIX = "hbmon-monitor-"
 
@@ -68,9 +68,7 @@ class MonitorSettings:
                 "HBMON_MONITOR_FETCH_GRACE_MS", defaults.fetch_grace_ms, minimum=0
             ),
             metrics_host=env_str("HBMON_MONITOR_METRICS_HOST", defaults.metrics_host),
-            metrics_port=env_int(
-                "HBMON_MONITOR_METRICS_PORT", defaults.metrics_port, minimum=0
-            ),
+            metrics_port=env_port("HBMON_MONITOR_METRICS_PORT", defaults.metrics_port),
             exactly_once=env_bool("HBMON_MONITOR_EXACTLY_ONCE", defaults.exactly_once),
             commit_interval_ms=env_int(
                 "HBMON_MONITOR_COMMIT_INTERVAL_MS",
@@ -139,13 +137,18 @@ class MonitorSettings:
     def declared_timeout_ms(
         self, timeout_s: float | None, interval_s: float | None
     ) -> int | None:
-        """Return the timeout a heartbeat declares, before clamping, or None.
+        """Return the timeout a heartbeat declares, clamped to the bounds, or None.
 
         A declared timeout wins; a declared interval means the device is
         overdue after `missed_intervals` intervals without a heartbeat.
+        Clamping here, before the conversion to int, keeps a huge declared
+        value such as 1e308 from overflowing.
         """
         if timeout_s is not None:
-            return int(timeout_s * 1000)
-        if interval_s is not None:
-            return int(interval_s * self.missed_intervals * 1000)
-        return None
+            declared_s = timeout_s
+        elif interval_s is not None:
+            declared_s = interval_s * self.missed_intervals
+        else:
+            return None
+        clamped_s = min(max(declared_s, self.min_timeout_s), self.max_timeout_s)
+        return int(clamped_s * 1000)

@@ -16,6 +16,8 @@ import pytest
 from confluent_kafka import (
     TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
+    KafkaError,
+    KafkaException,
     Message,
     TopicPartition,
 )
@@ -76,7 +78,7 @@ def read_topic(settings: KafkaSettings) -> list[Message]:
         assignment = []
         for partition in partitions:
             tp = TopicPartition(topic, partition)
-            low, high = consumer.get_watermark_offsets(tp, timeout=30)
+            low, high = watermarks(consumer, tp)
             expected += high - low
             assignment.append(TopicPartition(topic, partition, low))
         consumer.assign(assignment)
@@ -89,6 +91,29 @@ def read_topic(settings: KafkaSettings) -> list[Message]:
         return messages
     finally:
         consumer.close()
+
+
+# Errors of a topic created moments ago whose partition leaders the broker
+# is still electing.
+_LEADER_PENDING = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    """Return the low and high watermarks of `tp`, waiting up to 30 s for a leader."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=30)
+            return low, high
+        except KafkaException as err:
+            code = err.args[0].code()
+            if code not in _LEADER_PENDING or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 async def test_post_lands_keyed_by_device(kafka_settings: KafkaSettings) -> None:

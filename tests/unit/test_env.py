@@ -2,7 +2,7 @@
 
 import pytest
 
-from hbmon.env import SettingError, env_bool, env_float, env_int, env_list
+from hbmon.env import SettingError, env_bool, env_float, env_int, env_list, env_port
 
 
 def test_env_int_uses_default_when_unset(monkeypatch):
@@ -49,3 +49,24 @@ def test_env_list_drops_blank_items(monkeypatch):
     monkeypatch.setenv("HBMON_X", "a@x.org, ,b@x.org")
 
     assert env_list("HBMON_X", []) == ["a@x.org", "b@x.org"]
+
+
+@pytest.mark.parametrize("raw", ["inf", "nan", "-inf"])
+def test_env_float_rejects_non_finite(monkeypatch, raw):
+    monkeypatch.setenv("HBMON_X", raw)
+
+    with pytest.raises(SettingError, match="not a finite number"):
+        env_float("HBMON_X", 1.0)
+
+
+def test_env_port_rejects_port_above_65535(monkeypatch):
+    monkeypatch.setenv("HBMON_X_PORT", "70000")
+
+    with pytest.raises(SettingError, match="maximum 65535"):
+        env_port("HBMON_X_PORT", 9101)
+
+
+def test_env_port_allows_zero_to_turn_off(monkeypatch):
+    monkeypatch.setenv("HBMON_X_PORT", "0")
+
+    assert env_port("HBMON_X_PORT", 9101) == 0

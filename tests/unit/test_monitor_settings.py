@@ -97,3 +97,15 @@ def test_clock_restore_never_moves_backwards():
 
     assert clock.now_ms == 5000
     assert clock.last_record_ms == 5000
+
+
+def test_huge_declared_timeout_is_clamped_to_maximum():
+    settings = MonitorSettings(max_timeout_s=86400)
+
+    assert settings.declared_timeout_ms(timeout_s=1e308, interval_s=None) == 86400000
+
+
+def test_tiny_declared_interval_is_clamped_to_minimum():
+    settings = MonitorSettings(min_timeout_s=1, missed_intervals=3)
+
+    assert settings.declared_timeout_ms(timeout_s=None, interval_s=0.001) == 1000
