@@ -38,7 +38,7 @@ class RateLimitedLog:
         self._suppressed: dict[str, int] = {}
 
     def allow(self, key: str) -> int | None:
-        """Return how many lines were suppressed since the last one, or None."""
+        """Return None to drop this line, else how many were dropped before it."""
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.interval_s:
