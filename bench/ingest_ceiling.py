@@ -44,6 +44,7 @@ from ingest_services import (
     BenchBroker,
     BenchTopic,
     ChildProcess,
+    HelpFormatter,
     free_port,
     ingest_process,
     noop_process,
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Measure ingest's throughput ceiling and latency on one core "
         "against a no-op ASGI app on the same server stack.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--duration", type=float, default=20.0, help="seconds per measured phase"
@@ -150,7 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="folder for logs, profiles and results "
-        "(default: .local/bench/ingest-ceiling-TIME)",
+        "(default: a new .local/bench/ingest-ceiling-TIME)",
     )
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
 

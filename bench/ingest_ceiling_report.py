@@ -204,7 +204,7 @@ class CeilingResult:
         its ceiling is the heartbeats per CPU-second that ingest reached here.
         """
         fleet_per_s = FLEET_DEVICES / FLEET_INTERVAL_S
-        rows = []
+        rows: list[dict[str, object]] = []
         for mode in ("single", "batch"):
             per_core = self.median_per_cpu_s("ingest", mode)
             planned = per_core * PLANNED_SHARE

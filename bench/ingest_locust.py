@@ -47,6 +47,7 @@ from ingest_services import (
     BenchBroker,
     BenchTopic,
     ChildProcess,
+    HelpFormatter,
     free_port,
     ingest_process,
     pinned,
@@ -83,7 +84,7 @@ def parse_run_time(text: str) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Run a Locust scenario against ingest and write a report.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--scenario", choices=SCENARIOS, default="fleet")
     parser.add_argument("--users", type=int, default=50, help="Locust users")
@@ -153,17 +154,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: .local/bench/locust-SCENARIO-TIME)",
+        help="output folder (default: a new .local/bench/locust-SCENARIO-TIME)",
     )
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     scenario = parser.add_argument_group("scenario options (see bench/locustfile.py)")
-    scenario.add_argument("--fleet-devices", type=int, default=10_000)
-    scenario.add_argument("--fleet-interval-s", type=float, default=10.0)
-    scenario.add_argument("--fleet-jitter", type=float, default=0.2)
-    scenario.add_argument("--flood-devices", type=int, default=100_000)
-    scenario.add_argument("--gateway-batch-size", type=int, default=100)
-    scenario.add_argument("--gateway-interval-s", type=float, default=0.0)
-    scenario.add_argument("--payload", choices=("basic", "full"), default="basic")
+    scenario.add_argument(
+        "--fleet-devices", type=int, default=10_000, help="fleet: devices"
+    )
+    scenario.add_argument(
+        "--fleet-interval-s",
+        type=float,
+        default=10.0,
+        help="fleet: seconds between two heartbeats of one device",
+    )
+    scenario.add_argument(
+        "--fleet-jitter",
+        type=float,
+        default=0.2,
+        help="fleet: spread of one device's interval, as a share of it",
+    )
+    scenario.add_argument(
+        "--flood-devices",
+        type=int,
+        default=100_000,
+        help="flood and gateway: distinct device ids",
+    )
+    scenario.add_argument(
+        "--gateway-batch-size",
+        type=int,
+        default=100,
+        help="gateway: heartbeats per batch request",
+    )
+    scenario.add_argument(
+        "--gateway-interval-s",
+        type=float,
+        default=0.0,
+        help="gateway: seconds between two batches of one user; 0 = no wait",
+    )
+    scenario.add_argument(
+        "--payload",
+        choices=("basic", "full"),
+        default="basic",
+        help="heartbeat fields: basic = device_id, seq, ts; full adds "
+        "interval_s and attrs",
+    )
 
     args = parser.parse_args(argv)
     try:

@@ -7,6 +7,7 @@ Ctrl-C in the terminal reaches only the runner, which then stops them in
 order (ingest flushes its producer before the broker goes away).
 """
 
+import argparse
 import concurrent.futures
 import logging
 import os
@@ -63,6 +64,15 @@ def source_state() -> dict[str, object]:
         timeout=30,
     ).stdout.splitlines()
     return {"commit": commit, "changed": [line[3:] for line in changes]}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each option's default in --help, except a default of None."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def free_port() -> int:

@@ -3,7 +3,8 @@
 It starts a single-node Kafka broker (unless one is given), creates the
 topics, starts a local SMTP server that stores each mail as a file, runs
 ingest, monitor and alerter as child processes, and drives a simulated
-fleet. Ctrl-C stops everything it started: the terminal's SIGINT reaches
+fleet. A service that exits is started again, up to MAX_RESTARTS times.
+Ctrl-C stops everything it started: the terminal's SIGINT reaches
 the services directly, the stack sends SIGTERM to any still running, and
 then stops the mailbox and, last, the broker.
 """
@@ -32,6 +33,7 @@ HELP = "Start broker, topics, ingest, monitor, alerter, a local mailbox and devi
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SCRIPT = ROOT / "deploy" / "kafka.sh"
 ROLES = ("ingest", "monitor", "alerter")
+MAX_RESTARTS = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,17 +241,29 @@ class Stack:
                 say(f"Mail to {mail['To']}: {mail['Subject']}  ({path.name})")
 
     async def _watch_children(self) -> None:
+        # A service that exits is started again, as an orchestrator would,
+        # until it has failed MAX_RESTARTS times; then the stack stops.
+        restarts: dict[str, int] = dict.fromkeys(ROLES, 0)
         while True:
             await asyncio.sleep(1.0)
-            for role, child in self.children.items():
-                if child.poll() is not None:
+            for role, child in list(self.children.items()):
+                if child.poll() is None:
+                    continue
+                log = self.log_dir / f"{role}.log"
+                if restarts[role] >= MAX_RESTARTS:
                     self.failed_role = role
                     say(
-                        f"{role} exited with code {child.returncode}; see "
-                        f"{self.log_dir / (role + '.log')}. Stopping the stack."
+                        f"{role} exited with code {child.returncode} "
+                        f"{MAX_RESTARTS + 1} times; see {log}. Stopping the stack."
                     )
                     self.stop.set()
                     return
+                restarts[role] += 1
+                say(
+                    f"{role} exited with code {child.returncode}; see {log}. "
+                    f"Starting it again ({restarts[role]} of {MAX_RESTARTS})."
+                )
+                self.children[role] = self._spawn(role)
 
     # Helpers
 

@@ -42,6 +42,7 @@ from monitor.producer import PlainProducer, TransactionalProducer
 from monitor.restore import restore_partitions
 from monitor.settings import MonitorSettings
 from monitor.shard import Shard
+from monitor.watchdog import StallWatchdog
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,16 @@ COMMIT_RETRY_S = 0.5
 # monitor gives up on it and aborts.
 COMMIT_ATTEMPTS = 5
 KAFKA_TIMEOUT_S = 10.0
+# Errors of the group coordinator that last only until it is elected or loaded.
+_COORDINATOR_ERRORS = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
 
 
 def wall_clock_ms() -> int:
@@ -94,6 +105,9 @@ class MonitorWorker:
         # retried before anything else.
         self._commit_pending = False
         self._log_limit = RateLimitedLog()
+        self._watchdog = StallWatchdog(
+            max(60.0, 3 * settings.transaction_timeout_ms / 1000)
+        )
         self._consumer: Consumer | None = None
         self._producer: TransactionalProducer | PlainProducer | None = None
 
@@ -316,7 +330,8 @@ class MonitorWorker:
         if not self._commit_pending:
             self._write_changelog()
         try:
-            self._producer.commit(self._positions(), self._consumer)
+            with self._watchdog.guard("The transaction commit"):
+                self._producer.commit(self._positions(), self._consumer)
         except MonitorError as err:
             return self._commit_failed(err)
         self._commit_pending = False
@@ -422,7 +437,14 @@ class MonitorWorker:
             self.metrics,
             self.settings.restore_timeout_s,
         )
-        self._seek_to_committed(partitions)
+        try:
+            self._seek_to_committed(partitions)
+        except MonitorError as err:
+            if err.fatal:
+                raise
+            if self._log_limit.allow("seek") is not None:
+                logger.warning("%s; will restore and retry", err)
+            return False
         self._reset_needed = False
         return True
 
@@ -439,9 +461,13 @@ class MonitorWorker:
                 offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
                 self._consumer.seek(TopicPartition(topic, tp.partition, offset))
         except KafkaException as err:
+            # A broker that just came back answers NOT_COORDINATOR or times
+            # out for a while; that clears up, so only other errors are fatal.
+            error = err.args[0]
             raise MonitorError(
                 f"seeking partitions {partitions} back to their committed offsets "
-                f"failed: {err.args[0]}"
+                f"failed: {error}",
+                retriable=error.retriable() or error.code() in _COORDINATOR_ERRORS,
             ) from err
         logger.info(
             "Partitions %s read again from offsets %s",

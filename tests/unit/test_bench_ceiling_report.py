@@ -3,6 +3,7 @@
 import importlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def phase(server: str, mode: str, requests: int, cpu_s: float, round_index: int 
     )
 
 
-def result_with(phases: list) -> object:  # type: ignore[type-arg]
+def result_with(phases: list[Any]) -> Any:
     result = ingest_ceiling_report.CeilingResult(machine={}, settings={})
     result.phases = phases
     return result

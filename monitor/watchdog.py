@@ -1,0 +1,55 @@
+"""A watchdog that ends the process when a Kafka call blocks for too long."""
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
+
+
+class StallWatchdog:
+    """Exit the process with status 1 when a guarded call runs past a limit.
+
+    Seen here with confluent-kafka 2.16 (librdkafka 2.16.0): after a broker
+    restart, send_offsets_to_transaction stayed blocked long past its
+    timeout once the producer hit OUT_OF_ORDER_SEQUENCE_NUMBER. A monitor
+    stuck there judges nothing and raises no alarm. Exiting lets the
+    orchestrator start a new process, which restores from the last commit.
+    """
+
+    def __init__(self, limit_s: float, check_every_s: float = 1.0) -> None:
+        self.limit_s = limit_s
+        self.check_every_s = check_every_s
+        self._what = ""
+        self._started = 0.0
+        self._thread = threading.Thread(
+            target=self._watch, name="stall-watchdog", daemon=True
+        )
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Watch the block inside the `with` statement."""
+        self._what = what
+        self._started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._started = 0.0
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.check_every_s)
+            started = self._started
+            if started and time.monotonic() - started > self.limit_s:
+                logger.critical(
+                    "%s has blocked for more than %.0f s; exiting with status 1 "
+                    "so that a new process restores from the last commit",
+                    self._what,
+                    self.limit_s,
+                )
+                logging.shutdown()
+                os._exit(1)
