@@ -23,7 +23,7 @@ class StallWatchdog:
     def __init__(self, limit_s: float, check_every_s: float = 1.0) -> None:
         self.limit_s = limit_s
         self.check_every_s = check_every_s
-        self._what = ""
+        self._call = ""
         self._started = 0.0
         self._thread = threading.Thread(
             target=self._watch, name="stall-watchdog", daemon=True
@@ -31,9 +31,9 @@ class StallWatchdog:
         self._thread.start()
 
     @contextlib.contextmanager
-    def guard(self, what: str) -> Iterator[None]:
-        """Watch the block inside the `with` statement."""
-        self._what = what
+    def guard(self, call: str) -> Iterator[None]:
+        """Watch the block inside the `with` statement; `call` names it in the log."""
+        self._call = call
         self._started = time.monotonic()
         try:
             yield
@@ -48,7 +48,7 @@ class StallWatchdog:
                 logger.critical(
                     "%s has blocked for more than %.0f s; exiting with status 1 "
                     "so that a new process restores from the last commit",
-                    self._what,
+                    self._call,
                     self.limit_s,
                 )
                 logging.shutdown()
