@@ -26,7 +26,6 @@ stopped by its pid on exit, Ctrl-C or error.
 """
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -51,10 +50,11 @@ from ingest_services import (
     free_port,
     ingest_process,
     pinned,
+    run_settings,
     scrape_counter,
-    source_state,
     stop_on_signals,
     wait_ready,
+    write_results,
 )
 
 logger = logging.getLogger("ingest_locust")
@@ -232,7 +232,7 @@ class LocustRun:
     def execute(self) -> LocustResult:
         self.out.mkdir(parents=True, exist_ok=True)
         result = LocustResult(
-            machine=ingest_cpu.machine(), settings=self._settings_json()
+            machine=ingest_cpu.machine(), settings=run_settings(self.args)
         )
 
         # What Locust loads: a remote host, or ingest started here.
@@ -394,15 +394,6 @@ class LocustRun:
             f"--payload={args.payload}",
         ]
 
-    def _settings_json(self) -> dict[str, object]:
-        settings = {
-            key: (str(value) if isinstance(value, Path) else value)
-            for key, value in vars(self.args).items()
-        }
-        settings["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-        settings["source"] = source_state()
-        return settings
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -420,13 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         run.cleanup()
 
     # Report.
-    report = format_report(result)
-    print(report)
-    (args.out / "report.md").write_text(report)
-    data = json.dumps(result.to_json(), indent=2) + "\n"
-    (args.out / "result.json").write_text(data)
-    if args.json:
-        args.json.write_text(data)
+    write_results(args.out, format_report(result), result.to_json(), args.json)
     logger.info("Wrote %s", args.out)
     return 0 if result.kafka_check_passed() is not False else 1
 

@@ -9,6 +9,7 @@ order (ingest flushes its producer before the broker goes away).
 
 import argparse
 import concurrent.futures
+import json
 import logging
 import os
 import signal
@@ -341,3 +342,27 @@ def scrape_counter(url: str, name: str) -> float:
             if metric == name or metric.startswith(name + "{"):
                 total += float(value)
     return total
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, object]:
+    """Return a run's arguments, command line and source state for its JSON."""
+    settings = {
+        key: (str(value) if isinstance(value, Path) else value)
+        for key, value in vars(args).items()
+    }
+    settings["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    settings["source"] = source_state()
+    return settings
+
+
+def write_results(out: Path, report: str, data: object, json_path: Path | None) -> None:
+    """Print the report and write report.md and result.json into `out`.
+
+    The JSON goes to `json_path` too when the caller passed --json.
+    """
+    print(report)
+    (out / "report.md").write_text(report)
+    text = json.dumps(data, indent=2) + "\n"
+    (out / "result.json").write_text(text)
+    if json_path:
+        json_path.write_text(text)

@@ -24,7 +24,7 @@ HELP = "Post heartbeats for N simulated devices, silencing some for a while."
 
 @dataclass
 class FleetPlan:
-    """What the simulated fleet does, all durations in seconds."""
+    """Plan of the simulated fleet; all durations are in seconds."""
 
     url: str = "http://127.0.0.1:8080"
     devices: int = 20

@@ -461,8 +461,8 @@ class MonitorWorker:
                 offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
                 self._consumer.seek(TopicPartition(topic, tp.partition, offset))
         except KafkaException as err:
-            # A broker that just came back answers NOT_COORDINATOR or times
-            # out for a while; that clears up, so only other errors are fatal.
+            # A broker that just came back replies NOT_COORDINATOR or times
+            # out for a while. That clears up, so only other errors are fatal.
             error = err.args[0]
             raise MonitorError(
                 f"seeking partitions {partitions} back to their committed offsets "
