@@ -53,7 +53,9 @@ def test_rebalance_sends_no_false_or_duplicate_events(kafka_settings, tmp_path):
 
         # 3. The last member takes over every partition.
         wait_for(
-            lambda: monitors[2].log().count("Restored partitions") >= 3,
+            # Partitions may arrive one by one or together, so check what the
+            # member owns rather than how many restores it logged.
+            lambda: "now owning [0, 1, 2]" in monitors[2].log(),
             90,
             "the last member to take over the killed members' partitions",
         )
