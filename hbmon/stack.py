@@ -305,13 +305,15 @@ class Stack:
             "HBMON_SMTP_SECURITY": "none",
         }
         with (self.log_dir / f"{role}.log").open("ab") as log:
-            return subprocess.Popen(
+            child = subprocess.Popen(
                 [sys.executable, "-m", "hbmon", role],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
             )
+        say(f"Started {role} (pid {child.pid})")
+        return child
 
     async def _wait_for_ingest(self, timeout_s: float = 60.0) -> None:
         url = f"http://127.0.0.1:{self.args.ingest_port}/healthz"
