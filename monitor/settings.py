@@ -34,10 +34,14 @@ class MonitorSettings:
     outage_share: float = 0.5
     outage_min_devices: int = 20
     restore_timeout_s: float = 120.0
-    # librdkafka's default. The group moves a killed member's partitions to
-    # the others only after this. Brokers reject values below their
+    # The group moves a killed member's partitions to the others only after
+    # this. librdkafka's default is 45 s; 10 s matches the transaction
+    # timeout, which holds back the killed member's partitions for as long
+    # anyway. librdkafka sends group heartbeats from its own thread, so a
+    # long restore in the Python thread counts against max.poll.interval.ms
+    # (300 s), not against this. Brokers reject values below their
     # group.min.session.timeout.ms, 6000 by default.
-    session_timeout_ms: int = 45_000
+    session_timeout_ms: int = 10_000
 
     @classmethod
     def from_env(cls) -> "MonitorSettings":
