@@ -52,8 +52,8 @@ def transaction_error(
 ) -> MonitorError:
     """Return the MonitorError of transactional call `name` failing with `error`.
 
-    A fatal error is fatal for the client only, so it asks for a new
-    client, unless the producer was fenced by another one with its id.
+    A fatal error ends only the client, so it requires a new client,
+    unless another producer with the same transactional id fenced this one.
     """
     fenced = error.code() in _FENCED
     return MonitorError(
@@ -204,10 +204,14 @@ class TransactionalProducer(MonitorProducer):
             MonitorError: retriable, abort-required or fatal, as its flags tell.
         """
         if not self._committing:
+            # Read the group metadata in this thread. Read in the call's
+            # thread, it blocked for 10 s after the process got SIGTERM
+            # (confluent-kafka 2.16.1, in the broker restart test).
+            group = consumer.consumer_group_metadata()
             self._call(
                 "send_offsets_to_transaction",
                 lambda: self._producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), CALL_TIMEOUT_S
+                    offsets, group, CALL_TIMEOUT_S
                 ),
             )
         self._committing = True

@@ -16,10 +16,10 @@ from tests.conftest import KAFKA_SCRIPT, ROOT, TEST_BROKER_ENV
 def data_dir() -> Path | None:
     """Return the data dir of the broker that the tests use, if it is known."""
     if os.environ.get("HBMON_TEST_BOOTSTRAP"):
-        given = os.environ.get("HBMON_TEST_KAFKA_DIR")
-        if not given:
+        folder = os.environ.get("HBMON_TEST_KAFKA_DIR")
+        if not folder:
             return None
-        return ROOT / given
+        return ROOT / folder
     return Path(TEST_BROKER_ENV["HBMON_KAFKA_DIR"])
 
 
@@ -45,7 +45,7 @@ class LocalBroker:
         self._run("stop")
 
     def start(self) -> None:
-        """Start the broker and wait until it answers; no-op when it runs."""
+        """Start the broker and wait until it responds; no-op when it runs."""
         self._run("start")
 
     def _run(self, command: str) -> None:

@@ -2,9 +2,8 @@
 
 Unlike test_monitor_broker_outage.py, which freezes the broker, this test
 stops it with deploy/kafka.sh (SIGTERM), so every connection closes and
-the broker loses what it kept in memory about the monitor's producer. The
-monitor must keep running and commit again afterwards, with no alert lost
-or repeated.
+the clients bootstrap again when it is back. The monitor must keep running
+and commit again afterwards, with no alert lost or repeated.
 """
 
 import time
@@ -51,7 +50,7 @@ def restartable_broker(kafka_bootstrap: str) -> Iterator[LocalBroker]:
         broker.start()
 
 
-def test_broker_restart_keeps_monitor_running_and_committing(
+def test_broker_restart_keeps_monitor_committing(
     kafka_settings, restartable_broker, tmp_path
 ):
     suffix = uuid.uuid4().hex[:8]
