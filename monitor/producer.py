@@ -32,17 +32,20 @@ CALL_TIMEOUT_S = 5.0
 # A transactional call that has not returned this long after its own
 # timeout counts as stalled, and its client is replaced.
 STALL_GRACE_S = 5.0
-# Replaced clients whose stalled call has still not returned. Past this
-# many, the process exits, so that blocked threads do not pile up.
+# Replaced clients whose stalled call has still not returned. At this
+# many, the process exits instead, so that blocked threads do not pile up.
 MAX_STALLED_CLIENTS = 3
 LINGER_MS = 5
-# Fatal errors that mean another producer took over the transactional id.
-# Starting a new client would fence that one in turn, so these stay fatal.
-_FENCED = frozenset(
+# Fatal errors that a new client would not clear. When another producer
+# took over the transactional id, a new client would fence that one in
+# turn. A missing permission fails a new client too.
+_PERMANENT = frozenset(
     {
         KafkaError._FENCED,
         KafkaError.PRODUCER_FENCED,
         KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
     }
 )
 
@@ -53,14 +56,15 @@ def transaction_error(
     """Return the MonitorError of transactional call `name` failing with `error`.
 
     A fatal error ends only the client, so it requires a new client,
-    unless another producer with the same transactional id fenced this one.
+    unless another producer with the same transactional id fenced this one
+    or a permission is missing.
     """
-    fenced = error.code() in _FENCED
+    permanent = error.code() in _PERMANENT
     return MonitorError(
         f"{name} failed for transactional id {transactional_id}: {error}",
         retriable=error.retriable(),
         abort_required=error.txn_requires_abort(),
-        restart_required=error.fatal() and not fenced,
+        restart_required=error.fatal() and not permanent,
     )
 
 

@@ -56,6 +56,9 @@ COMMIT_ATTEMPTS = 5
 # Commits and aborts in a row that may fail with a retriable error before
 # the transactional producer is replaced.
 RESTART_AFTER_FAILURES = 6
+# Producer replacements in a row, with no commit in between, before the
+# monitor gives up and exits.
+MAX_RESTARTS = 3
 KAFKA_TIMEOUT_S = 10.0
 # Errors of the group coordinator that last only until it is elected or loaded.
 _COORDINATOR_ERRORS = frozenset(
@@ -114,6 +117,7 @@ class MonitorWorker:
         # (a metric label) and, once replaced, whether it still must start.
         self._restart_reason: str | None = None
         self._restart_starting = False
+        self._restarts_in_a_row = 0
         self._log_limit = RateLimitedLog()
         self._watchdog = StallWatchdog(
             max(60.0, 3 * settings.transaction_timeout_ms / 1000)
@@ -350,6 +354,7 @@ class MonitorWorker:
             return self._commit_failed(err)
         self._commit_pending = False
         self._retriable_failures = 0
+        self._restarts_in_a_row = 0
         self.metrics.commits.labels("committed").inc()
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         return True
@@ -484,7 +489,24 @@ class MonitorWorker:
     def _schedule_restart(
         self, err: MonitorError, reason: str = "", why: str = ""
     ) -> None:
-        """Replace the producer and restore the partitions at the next step."""
+        """Replace the producer and restore the partitions at the next step.
+
+        Raises:
+            MonitorError: fatal, after MAX_RESTARTS replacements in a row
+                without a commit in between.
+        """
+        if self._restarts_in_a_row >= MAX_RESTARTS:
+            logger.error(
+                "Transactional producer failed again after %d replacements "
+                "without a commit: %s. Exiting.",
+                self._restarts_in_a_row,
+                err,
+            )
+            raise MonitorError(
+                f"transactional producer replaced {self._restarts_in_a_row} times "
+                f"in a row without a commit; the last error: {err}"
+            ) from err
+        self._restarts_in_a_row += 1
         if not reason:
             stalled = isinstance(err.__cause__, CallStalled)
             reason = "stalled_call" if stalled else "fatal_error"

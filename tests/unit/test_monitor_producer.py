@@ -15,7 +15,7 @@ from monitor.errors import MonitorError
 from monitor.metrics import MonitorMetrics
 from monitor.producer import TransactionalProducer, transaction_error
 from monitor.settings import MonitorSettings
-from monitor.worker import RESTART_AFTER_FAILURES, MonitorWorker
+from monitor.worker import MAX_RESTARTS, RESTART_AFTER_FAILURES, MonitorWorker
 from tests.integration.services import free_port
 
 TXN_ID = "monitor-test-0"
@@ -48,6 +48,14 @@ def test_transaction_error_fenced_is_fatal():
     error = KafkaError(KafkaError._FENCED, "fenced by a newer epoch", fatal=True)
 
     assert transaction_error("commit_transaction", TXN_ID, error).fatal
+
+
+def test_transaction_error_missing_permission_is_fatal():
+    error = KafkaError(
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "not authorized", fatal=True
+    )
+
+    assert transaction_error("init_transactions", TXN_ID, error).fatal
 
 
 def test_transaction_error_other_fatal_requires_restart():
@@ -132,3 +140,15 @@ def test_worker_exits_when_producer_is_fenced(worker):
 
     assert failed.value.fatal
     assert worker._restart_reason is None
+
+
+def test_worker_exits_after_restarts_without_commit(worker):
+    err = MonitorError("the producer failed", restart_required=True)
+    for _ in range(MAX_RESTARTS):
+        worker._schedule_restart(err)
+
+    with pytest.raises(MonitorError) as failed:
+        worker._schedule_restart(err)
+
+    assert failed.value.fatal
+    assert restarts(worker, "fatal_error") == MAX_RESTARTS
