@@ -74,6 +74,14 @@ class MonitorMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.producer_restarts = Counter(
+            "hbmon_monitor_producer_restarts_total",
+            "Transactional producers replaced by a new one with the same "
+            "transactional id, by reason (fatal_error, stalled_call, "
+            "repeated_timeouts).",
+            ["reason"],
+            registry=registry,
+        )
         self.commit_seconds = Histogram(
             "hbmon_monitor_commit_seconds",
             "Time of one commit, from the first changelog record to the reply.",

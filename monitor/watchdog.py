@@ -13,11 +13,11 @@ logger = logging.getLogger(__name__)
 class StallWatchdog:
     """Exit the process with status 1 when a guarded call runs past a limit.
 
-    Seen here with confluent-kafka 2.16 (librdkafka 2.16.0): after a broker
-    restart, send_offsets_to_transaction stayed blocked long past its
-    timeout once the producer hit OUT_OF_ORDER_SEQUENCE_NUMBER. A monitor
-    stuck there judges nothing and raises no alarm. Exiting lets the
-    orchestrator start a new process, which restores from the last commit.
+    The transactional calls have limits of their own (monitor.stall), so
+    this is the last resort for any other call that never returns. A
+    monitor stuck in one judges nothing and raises no alarm. Exiting lets
+    the orchestrator start a new process, which restores from the last
+    commit.
     """
 
     def __init__(self, limit_s: float, check_every_s: float = 1.0) -> None:

@@ -38,10 +38,11 @@ from monitor.errors import MonitorError
 from monitor.metrics import MonitorMetrics
 from monitor.outage import OutageRule
 from monitor.partition import PartitionState
-from monitor.producer import PlainProducer, TransactionalProducer
+from monitor.producer import PlainProducer, TransactionalProducer, transaction_error
 from monitor.restore import restore_partitions
 from monitor.settings import MonitorSettings
 from monitor.shard import Shard
+from monitor.stall import CallStalled
 from monitor.watchdog import StallWatchdog
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,12 @@ COMMIT_RETRY_S = 0.5
 # Attempts at a commit inside a rebalance callback or on close, before the
 # monitor gives up on it and aborts.
 COMMIT_ATTEMPTS = 5
+# Commits and aborts in a row that may fail with a retriable error before
+# the transactional producer is replaced.
+RESTART_AFTER_FAILURES = 6
+# Producer replacements in a row, with no commit in between, before the
+# monitor gives up and exits.
+MAX_RESTARTS = 3
 KAFKA_TIMEOUT_S = 10.0
 # Errors of the group coordinator that last only until it is elected or loaded.
 _COORDINATOR_ERRORS = frozenset(
@@ -104,6 +111,13 @@ class MonitorWorker:
         # Set while a commit failed with a retriable error and must be
         # retried before anything else.
         self._commit_pending = False
+        # Commits and aborts in a row that failed with a retriable error.
+        self._retriable_failures = 0
+        # While the transactional producer must be replaced: the reason
+        # (a metric label) and, once replaced, whether it still must start.
+        self._restart_reason: str | None = None
+        self._restart_starting = False
+        self._restarts_in_a_row = 0
         self._log_limit = RateLimitedLog()
         self._watchdog = StallWatchdog(
             max(60.0, 3 * settings.transaction_timeout_ms / 1000)
@@ -195,6 +209,10 @@ class MonitorWorker:
         # NOTE: while an abort or commit keeps failing, nothing is read. A
         # broker outage longer than max.poll.interval.ms (300 s) makes the
         # member leave the group. It rejoins and restores when it is back.
+        self._check_producer()
+        if self._restart_reason is not None and not self._restart_producer():
+            time.sleep(COMMIT_RETRY_S)
+            return False
         if self._reset_needed and not self._reset():
             time.sleep(COMMIT_RETRY_S)
             return False
@@ -335,14 +353,21 @@ class MonitorWorker:
         except MonitorError as err:
             return self._commit_failed(err)
         self._commit_pending = False
+        self._retriable_failures = 0
+        self._restarts_in_a_row = 0
         self.metrics.commits.labels("committed").inc()
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         return True
 
     def _commit_failed(self, err: MonitorError) -> bool:
+        if err.restart_required:
+            self._schedule_restart(err)
+            return False
         if err.retriable:
             self._commit_pending = True
             self.metrics.commits.labels("retried").inc()
+            if self._note_retriable_failure(err):
+                return False
             if self._log_limit.allow("commit") is not None:
                 logger.warning("Commit failed: %s; will retry", err)
             return False
@@ -398,8 +423,11 @@ class MonitorWorker:
     def _abort(self) -> None:
         """Abort the open transaction and restore every partition at the next step."""
         self._commit_pending = False
-        self._abort_needed = True
         self._reset_needed = True
+        if self._restart_reason is not None:
+            # The new producer's start aborts the open transaction.
+            return
+        self._abort_needed = True
         self.metrics.commits.labels("aborted").inc()
         self._try_abort()
 
@@ -408,13 +436,125 @@ class MonitorWorker:
         try:
             self._producer.abort()
         except MonitorError as err:
+            if err.restart_required:
+                self._schedule_restart(err)
+                return False
             if not err.retriable:
                 logger.error("Abort failed: %s. Exiting.", err)
                 raise
+            if self._note_retriable_failure(err):
+                return False
             if self._log_limit.allow("abort") is not None:
                 logger.warning("Abort failed: %s; will retry", err)
             return False
         self._abort_needed = False
+        self._retriable_failures = 0
+        return True
+
+    # Producer restarts
+
+    def _note_retriable_failure(self, err: MonitorError) -> bool:
+        """Count a retriable failure; return whether it scheduled a restart."""
+        self._retriable_failures += 1
+        if self._retriable_failures < RESTART_AFTER_FAILURES:
+            return False
+        if not isinstance(self._producer, TransactionalProducer):
+            return False
+        self._schedule_restart(
+            err,
+            "repeated_timeouts",
+            f"{self._retriable_failures} calls in a row failed, the last: {err}",
+        )
+        return True
+
+    def _check_producer(self) -> None:
+        """Schedule a restart when the producer reported a fatal error.
+
+        Raises:
+            MonitorError: the producer was fenced by another one.
+        """
+        producer = self._producer
+        if not isinstance(producer, TransactionalProducer):
+            return
+        if producer.fatal_error is None or self._restart_reason is not None:
+            return
+        err = transaction_error(
+            "the producer", producer.transactional_id, producer.fatal_error
+        )
+        if err.fatal:
+            logger.error("%s. Exiting.", err)
+            raise err
+        self._schedule_restart(err)
+
+    def _schedule_restart(
+        self, err: MonitorError, reason: str = "", why: str = ""
+    ) -> None:
+        """Replace the producer and restore the partitions at the next step.
+
+        Raises:
+            MonitorError: fatal, after MAX_RESTARTS replacements in a row
+                without a commit in between.
+        """
+        if self._restarts_in_a_row >= MAX_RESTARTS:
+            logger.error(
+                "Transactional producer failed again after %d replacements "
+                "without a commit: %s. Exiting.",
+                self._restarts_in_a_row,
+                err,
+            )
+            raise MonitorError(
+                f"transactional producer replaced {self._restarts_in_a_row} times "
+                f"in a row without a commit; the last error: {err}"
+            ) from err
+        self._restarts_in_a_row += 1
+        if not reason:
+            stalled = isinstance(err.__cause__, CallStalled)
+            reason = "stalled_call" if stalled else "fatal_error"
+        self._restart_reason = reason
+        self._restart_starting = False
+        self._commit_pending = False
+        self._abort_needed = False
+        self._reset_needed = True
+        self._retriable_failures = 0
+        self.metrics.commits.labels("aborted").inc()
+        self.metrics.producer_restarts.labels(reason).inc()
+        logger.warning(
+            "Transactional producer failed (%s): %s; replacing it with a new one "
+            "of the same transactional id, which aborts the open transaction, "
+            "then restoring partitions %s from the state topic",
+            reason,
+            why or err,
+            sorted(self.partitions),
+        )
+
+    def _restart_producer(self) -> bool:
+        """Replace the producer and start the new one; return whether it started.
+
+        Raises:
+            MonitorError: a fatal error, such as the producer being fenced.
+        """
+        producer = self._producer
+        assert isinstance(producer, TransactionalProducer)
+        if not self._restart_starting:
+            producer.restart()
+            self._restart_starting = True
+        try:
+            producer.start()
+        except MonitorError as err:
+            if err.restart_required:
+                self._schedule_restart(err)
+                return False
+            if not err.retriable:
+                logger.error("Starting the new producer failed: %s. Exiting.", err)
+                raise
+            if self._log_limit.allow("restart") is not None:
+                logger.warning("Starting the new producer failed: %s; will retry", err)
+            return False
+        self._restart_reason = None
+        self._restart_starting = False
+        logger.info(
+            "New producer of transactional id %s started", producer.transactional_id
+        )
         return True
 
     def _reset(self) -> bool:

@@ -11,11 +11,11 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from hbmon.events import DEVICE_DOWN, DEVICE_RECOVERED, MONITORING_DEGRADED
+from tests.integration.broker import find_broker
 from tests.integration.monitor_harness import (
     INTERVAL_S,
     TIMEOUT_S,
@@ -29,27 +29,12 @@ from tests.integration.monitor_harness import (
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def broker_pid() -> int | None:
-    if os.environ.get("HBMON_TEST_BOOTSTRAP"):
-        data_dir = os.environ.get("HBMON_TEST_KAFKA_DIR")
-        if not data_dir:
-            return None
-    else:
-        data_dir = ".local/kafka-test"
-    pid_file = ROOT / data_dir / "kafka.pid"
-    try:
-        return int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
 
 @pytest.fixture
 def frozen_broker(kafka_bootstrap: str) -> Iterator[int]:
     """Return the broker's pid; make sure it runs again after the test."""
-    pid = broker_pid()
+    broker = find_broker(kafka_bootstrap)
+    pid = broker.pid() if broker is not None else None
     if pid is None:
         pytest.skip("the broker's pid is unknown; set HBMON_TEST_KAFKA_DIR")
     try:
