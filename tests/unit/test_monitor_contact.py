@@ -1,0 +1,113 @@
+"""Contact with the partition leaders, read from librdkafka statistics.
+
+The reports below keep only the fields that BrokerContact reads, in the
+shape that librdkafka 2.x emits (checked against confluent-kafka 2.16.1).
+"""
+
+from monitor.contact import BrokerContact
+
+TOPIC = "iot-data"
+CREATED_MS = 1_000_000
+
+
+def report(age_ms: int, *brokers: dict) -> dict:
+    return {"age": age_ms * 1000, "brokers": {b["name"]: b for b in brokers}}
+
+
+def leader(
+    name: str = "127.0.0.1:9092/1",
+    state: str = "UP",
+    rxidle_ms: int = 200,
+    topic: str = TOPIC,
+) -> dict:
+    return {
+        "name": name,
+        "nodeid": 1,
+        "state": state,
+        "rxidle": rxidle_ms * 1000 if rxidle_ms >= 0 else -1,
+        "toppars": {f"{topic}-0": {"topic": topic, "partition": 0}},
+    }
+
+
+COORDINATOR = {
+    "name": "GroupCoordinator",
+    "nodeid": -1,
+    "state": "UP",
+    "rxidle": 0,
+    "toppars": {},
+}
+
+
+def test_contact_is_report_time_minus_rxidle():
+    contact = BrokerContact(TOPIC, CREATED_MS)
+
+    contact.update(report(5000, leader(rxidle_ms=300), COORDINATOR))
+
+    assert contact.heard_ms == CREATED_MS + 5000 - 300
+
+
+def test_contact_unknown_before_first_report():
+    contact = BrokerContact(TOPIC, CREATED_MS)
+
+    assert contact.heard_ms == 0
+    assert contact.silent_ms(CREATED_MS + 60_000) is None
+
+
+def test_contact_waits_for_every_leader():
+    contact = BrokerContact(TOPIC, CREATED_MS)
+
+    contact.update(
+        report(
+            2000,
+            leader(rxidle_ms=100),
+            leader(name="127.0.0.1:9094/2", rxidle_ms=1500),
+        )
+    )
+
+    assert contact.heard_ms == CREATED_MS + 500
+
+
+def test_leader_not_up_stops_contact():
+    contact = BrokerContact(TOPIC, CREATED_MS)
+    contact.update(report(1000, leader(rxidle_ms=100)))
+
+    contact.update(report(9000, leader(state="CONNECT", rxidle_ms=10)))
+
+    assert contact.heard_ms == CREATED_MS + 900
+    assert contact.silent_ms(CREATED_MS + 9000) == 8100
+
+
+def test_leader_never_heard_stops_contact():
+    contact = BrokerContact(TOPIC, CREATED_MS)
+
+    contact.update(report(1000, leader(rxidle_ms=-1)))
+
+    assert contact.heard_ms == 0
+
+
+def test_no_leader_stops_contact():
+    contact = BrokerContact(TOPIC, CREATED_MS)
+    contact.update(report(1000, leader(rxidle_ms=100)))
+
+    # With the broker gone, the partitions move to librdkafka's internal
+    # handle and only logical brokers are listed.
+    contact.update(report(9000, COORDINATOR))
+
+    assert contact.heard_ms == CREATED_MS + 900
+
+
+def test_leader_of_other_topic_is_ignored():
+    contact = BrokerContact(TOPIC, CREATED_MS)
+
+    contact.update(report(1000, leader(topic="other", rxidle_ms=10)))
+
+    assert contact.heard_ms == 0
+
+
+def test_contact_never_moves_back():
+    contact = BrokerContact(TOPIC, CREATED_MS)
+    contact.update(report(5000, leader(rxidle_ms=100)))
+
+    contact.update(report(5500, leader(rxidle_ms=3000)))
+
+    assert contact.heard_ms == CREATED_MS + 4900
