@@ -94,8 +94,6 @@ class PartitionState:
         if self.degraded is not None:
             events.append(self._end_outage(record_ms))
         clock.observe(record_ms)
-        if record_ms > self.pool.evidence_ms:
-            self.pool.evidence_ms = record_ms
         transition = self.shard.observe(device_id, record_ms, timeout_ms)
         self.dirty.add(device_id)
         if attrs:
@@ -156,9 +154,10 @@ class PartitionState:
             return []
         events: list[AlertEvent] = []
         if self.degraded is not None:
-            if not self._pool_restores_degraded():
+            evidence_ms = self.pool.evidence_ms(self)
+            if not self._pool_restores_degraded(evidence_ms):
                 return []
-            events.append(self._end_outage(self.pool.evidence_ms))
+            events.append(self._end_outage(evidence_ms))
         for transition in self.shard.expire(now_ms):
             judge_ms = max(
                 transition.deadline_ms, self.restored_ms + transition.timeout_ms
@@ -172,7 +171,7 @@ class PartitionState:
         # 1. Announce what later records confirm.
         evidence_ms = self.clock.last_record_ms
         if pooled:
-            evidence_ms = max(evidence_ms, self.pool.evidence_ms)
+            evidence_ms = self.pool.evidence_ms(self)
         events.extend(self._announce(self.held_downs.pop_until(evidence_ms), now_ms))
 
         # 2. A pool too small for the rule announces at the judge time.
@@ -185,7 +184,7 @@ class PartitionState:
         due = self.held_downs.count_until(now_ms)
         outage_due = due
         if pooled:
-            outage_due += self.pool.unconfirmed_due_elsewhere(self)
+            outage_due += self.pool.unconfirmed_due_elsewhere(self, evidence_ms)
         if due and self.rule.is_outage(outage_due, devices):
             self.degraded = Degraded(now_ms, self.clock.last_record_ms, due)
             events.append(
@@ -201,16 +200,14 @@ class PartitionState:
             for t in transitions
         ]
 
-    def _pool_restores_degraded(self) -> bool:
+    def _pool_restores_degraded(self, evidence_ms: int) -> bool:
         """Return whether a record read elsewhere ends this small partition's DEGRADED.
 
         A record appended after the partition entered DEGRADED shows that data
         flows again, even when the partition's own devices are all silent.
         """
         assert self.degraded is not None
-        return (
-            self.pool.is_small(self) and self.pool.evidence_ms > self.degraded.since_ms
-        )
+        return self.pool.is_small(self) and evidence_ms > self.degraded.since_ms
 
     def _end_outage(self, record_ms: int) -> AlertEvent:
         assert self.degraded is not None
@@ -301,7 +298,6 @@ class PartitionState:
 
     def _load_partition(self, record: PartitionRecord) -> None:
         self.clock.restore(record.clock_ms, record.last_record_ms)
-        self.pool.evidence_ms = max(self.pool.evidence_ms, record.last_record_ms)
         self.restored_ms = record.restored_ms
         self.degraded = record.degraded
 

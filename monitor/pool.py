@@ -5,7 +5,7 @@ tell a pipeline outage from its own devices falling silent. The small
 partitions of one monitor are therefore judged as one pool:
 
 - Evidence: a held DOWN of a small partition is confirmed by a record
-  appended at or after its judge time in any partition the monitor reads,
+  appended at or after its judge time in any partition the monitor owns,
   which proves that the pipeline delivered data then.
 - Pooling: the due, unconfirmed DOWNs of all small partitions are compared
   with all their devices, using the same share and `min_devices`. A pool
@@ -23,15 +23,21 @@ if TYPE_CHECKING:
 class OutagePool:
     """The partitions one monitor owns, keyed by partition number.
 
-    `evidence_ms` is the newest append time of a record read from any of
-    them, including partitions owned before. Cost: the pool sums run over the
-    owned partitions, O(p log n) for p partitions, once per judged tick.
+    Nothing here runs per heartbeat. Cost: the pool sums run over the owned
+    partitions, O(p log n) for p partitions, when a small partition with
+    held DOWNs is judged.
     """
 
     def __init__(self, rule: OutageRule) -> None:
         self.rule = rule
         self.partitions: dict[int, PartitionState] = {}
-        self.evidence_ms = 0
+
+    def evidence_ms(self, judging: "PartitionState") -> int:
+        """Return the newest append time of a record read from any owned partition."""
+        newest_ms = judging.clock.last_record_ms
+        for state in self.partitions.values():
+            newest_ms = max(newest_ms, state.clock.last_record_ms)
+        return newest_ms
 
     def is_small(self, state: "PartitionState") -> bool:
         return not self.rule.applies_to(state.devices_judged)
@@ -49,17 +55,17 @@ class OutagePool:
         """Return the devices of the pool, which the outage rule counts."""
         return sum(state.devices_judged for state in self.small_partitions(judging))
 
-    def unconfirmed_due_elsewhere(self, judging: "PartitionState") -> int:
+    def unconfirmed_due_elsewhere(
+        self, judging: "PartitionState", evidence_ms: int
+    ) -> int:
         """Return the due DOWNs of the other small partitions that no record confirms.
 
         A DOWN there is due once that partition was judged at or after its
-        judge time, and confirmed once the evidence reached it.
+        judge time, and confirmed once `evidence_ms` reached it.
         """
         due = 0
         for state in self.small_partitions(judging)[1:]:
             judged_ms = state.shard.clock_ms
-            if judged_ms is None:
-                continue
-            evidence_ms = max(self.evidence_ms, state.clock.last_record_ms)
-            due += state.held_downs.count_between(evidence_ms, judged_ms)
+            if judged_ms is not None:
+                due += state.held_downs.count_between(evidence_ms, judged_ms)
         return due

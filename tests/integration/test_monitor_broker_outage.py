@@ -235,6 +235,7 @@ def test_broker_stop_sends_no_down_to_small_partitions(
     assert "Lost contact with the brokers" in run.log
     assert [e for e in run.during if e.type == DEVICE_DOWN] == [], run.gaps_s
     assert [e for e in run.during if e.type == DEVICE_RECOVERED] == [], run.gaps_s
+    assert [e for e in run.during if e.type == MONITORING_DEGRADED] == []
     assert len(run.alerts.of(DEVICE_DOWN, "site-0")) == 1
     assert run.alerts.of(DEVICE_DOWN) == run.alerts.of(DEVICE_DOWN, "site-0")
     assert run.alerts.of(DEVICE_RECOVERED) == []

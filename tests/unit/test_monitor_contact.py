@@ -4,7 +4,13 @@ The reports below keep only the fields that BrokerContact reads, in the
 shape that librdkafka 2.x emits (checked against confluent-kafka 2.16.1).
 """
 
+from prometheus_client import CollectorRegistry
+
+from hbmon.kafka import KafkaSettings
 from monitor.contact import BrokerContact
+from monitor.metrics import MonitorMetrics
+from monitor.settings import MonitorSettings
+from monitor.worker import MonitorWorker
 
 TOPIC = "iot-data"
 CREATED_MS = 1_000_000
@@ -89,8 +95,7 @@ def test_no_leader_stops_contact():
     contact = BrokerContact(TOPIC, CREATED_MS)
     contact.update(report(1000, leader(rxidle_ms=100)))
 
-    # With the broker gone, the partitions move to librdkafka's internal
-    # handle and only logical brokers are listed.
+    # A report in which no broker leads a partition of the topic.
     contact.update(report(9000, COORDINATOR))
 
     assert contact.heard_ms == CREATED_MS + 900
@@ -111,3 +116,72 @@ def test_contact_never_moves_back():
     contact.update(report(5500, leader(rxidle_ms=3000)))
 
     assert contact.heard_ms == CREATED_MS + 4900
+
+
+def new_worker() -> MonitorWorker:
+    """Return a worker that owns partition 0 and has no Kafka client yet."""
+    kafka = KafkaSettings(heartbeat_topic=TOPIC)
+    worker = MonitorWorker(
+        kafka,
+        MonitorSettings(contact_timeout_ms=5000),
+        MonitorMetrics(CollectorRegistry()),
+    )
+    worker._contact = BrokerContact(TOPIC, CREATED_MS)
+    worker.partitions[0] = worker.new_state(0)
+    return worker
+
+
+def sample(worker: MonitorWorker, name: str) -> float | None:
+    return worker.metrics.registry.get_sample_value(name)
+
+
+def test_worker_pauses_judging_on_silent_leader():
+    worker = new_worker()
+    worker._contact.update(report(1000, leader(rxidle_ms=100)))
+    worker._check_contact(CREATED_MS + 1000)
+
+    worker._check_contact(CREATED_MS + 7000)
+
+    assert worker.partitions[0].contact_lost
+    assert sample(worker, "hbmon_monitor_broker_contact_lost") == 1
+
+
+def test_worker_resumes_judging_one_timeout_later():
+    worker = new_worker()
+    worker._contact.update(report(1000, leader(rxidle_ms=100)))
+    worker._check_contact(CREATED_MS + 1000)
+    worker._check_contact(CREATED_MS + 7000)
+
+    worker._contact.update(report(20_000, leader(rxidle_ms=100)))
+    worker._check_contact(CREATED_MS + 20_000)
+
+    state = worker.partitions[0]
+    assert not state.contact_lost
+    assert state.restored_ms == CREATED_MS + 19_900
+
+
+def test_worker_stalled_loop_counts_as_lost_contact():
+    worker = new_worker()
+    worker._contact.update(report(1000, leader(rxidle_ms=100)))
+    worker._check_contact(CREATED_MS + 1000)
+
+    # The loop ran again only after 30 s, and the statistics it read then
+    # show a leader that responds.
+    worker._contact.update(report(31_000, leader(rxidle_ms=100)))
+    worker._check_contact(CREATED_MS + 31_000)
+
+    state = worker.partitions[0]
+    assert not state.contact_lost
+    assert state.restored_ms == CREATED_MS + 30_900
+    assert sample(worker, "hbmon_monitor_broker_contact_losses_total") == 1
+
+
+def test_worker_short_silence_keeps_judging():
+    worker = new_worker()
+    worker._contact.update(report(1000, leader(rxidle_ms=100)))
+    worker._check_contact(CREATED_MS + 1000)
+
+    worker._check_contact(CREATED_MS + 4000)
+
+    assert not worker.partitions[0].contact_lost
+    assert worker.partitions[0].restored_ms == 0
