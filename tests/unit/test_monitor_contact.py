@@ -119,7 +119,10 @@ def test_contact_never_moves_back():
 
 
 def new_worker() -> MonitorWorker:
-    """Return a worker that owns partition 0 and has no Kafka client yet."""
+    """Return a worker that owns partition 0, has no Kafka client, and heard a leader.
+
+    The leader was last heard at CREATED_MS + 900, and checked at CREATED_MS + 1000.
+    """
     kafka = KafkaSettings(heartbeat_topic=TOPIC)
     worker = MonitorWorker(
         kafka,
@@ -128,6 +131,8 @@ def new_worker() -> MonitorWorker:
     )
     worker._contact = BrokerContact(TOPIC, CREATED_MS)
     worker.partitions[0] = worker.new_state(0)
+    worker._contact.update(report(1000, leader(rxidle_ms=100)))
+    worker._check_contact(CREATED_MS + 1000)
     return worker
 
 
@@ -137,8 +142,6 @@ def sample(worker: MonitorWorker, name: str) -> float | None:
 
 def test_worker_pauses_judging_on_silent_leader():
     worker = new_worker()
-    worker._contact.update(report(1000, leader(rxidle_ms=100)))
-    worker._check_contact(CREATED_MS + 1000)
 
     worker._check_contact(CREATED_MS + 7000)
 
@@ -148,8 +151,6 @@ def test_worker_pauses_judging_on_silent_leader():
 
 def test_worker_resumes_judging_one_timeout_later():
     worker = new_worker()
-    worker._contact.update(report(1000, leader(rxidle_ms=100)))
-    worker._check_contact(CREATED_MS + 1000)
     worker._check_contact(CREATED_MS + 7000)
 
     worker._contact.update(report(20_000, leader(rxidle_ms=100)))
@@ -162,8 +163,6 @@ def test_worker_resumes_judging_one_timeout_later():
 
 def test_worker_stalled_loop_counts_as_lost_contact():
     worker = new_worker()
-    worker._contact.update(report(1000, leader(rxidle_ms=100)))
-    worker._check_contact(CREATED_MS + 1000)
 
     # The loop ran again only after 30 s, and the statistics it read then
     # show a leader that responds.
@@ -178,8 +177,6 @@ def test_worker_stalled_loop_counts_as_lost_contact():
 
 def test_worker_short_silence_keeps_judging():
     worker = new_worker()
-    worker._contact.update(report(1000, leader(rxidle_ms=100)))
-    worker._check_contact(CREATED_MS + 1000)
 
     worker._check_contact(CREATED_MS + 4000)
 
