@@ -7,8 +7,9 @@ class PartitionClock:
     The clock is the newest broker append time read from the partition. While
     the consumer has read everything the broker holds (it is caught up), the
     clock also follows the wall clock minus a grace for records appended but
-    not yet fetched. While the consumer lags, the clock stops at the last
-    record read, so a backlog never looks like silence.
+    not yet fetched, but never passes the last time the consumer heard from
+    the broker. While the consumer lags, the clock stops at the last record
+    read, so a backlog never looks like silence.
 
     `last_record_ms` is the append time of the newest record read, without
     the wall clock part: the partition has been silent since then.
@@ -29,9 +30,16 @@ class PartitionClock:
         if record_ms > self.now_ms:
             self.now_ms = record_ms
 
-    def follow_wall_clock(self, wall_ms: int) -> None:
-        """Advance the clock while the partition is caught up."""
+    def follow_wall_clock(self, wall_ms: int, contact_ms: int | None = None) -> None:
+        """Advance the clock while the partition is caught up.
+
+        `contact_ms` is when the consumer last heard from the partition's
+        leader. The cached high watermark that marks it caught up is no newer
+        than that, so the clock stops there while the broker is unreachable.
+        """
         candidate = wall_ms - self.grace_ms
+        if contact_ms is not None:
+            candidate = min(candidate, contact_ms)
         if candidate > self.now_ms:
             self.now_ms = candidate
 

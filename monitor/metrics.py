@@ -66,6 +66,17 @@ class MonitorMetrics:
             "Owned partitions in DEGRADED state (silent, suspected pipeline outage).",
             registry=registry,
         )
+        self.broker_contact_lost = Gauge(
+            "hbmon_monitor_broker_contact_lost",
+            "1 while no broker leading an owned partition has responded for "
+            "HBMON_MONITOR_CONTACT_TIMEOUT_MS, so no deadline is judged; else 0.",
+            registry=registry,
+        )
+        self.broker_contact_losses = Counter(
+            "hbmon_monitor_broker_contact_losses_total",
+            "Times the monitor lost contact with the brokers leading its partitions.",
+            registry=registry,
+        )
         self.commits = Counter(
             "hbmon_monitor_commits_total",
             "Commits of alerts, changelog records and offsets, by outcome "

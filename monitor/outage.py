@@ -6,7 +6,8 @@ DOWN only once it has read a record appended at or after the device's
 deadline, which proves that heartbeats still reached the partition then.
 Until then the DOWN is held. When the held DOWNs that are due exceed a
 share of the partition's devices, the partition is DEGRADED, and one
-monitoring event replaces the DOWNs.
+monitoring event replaces the DOWNs. Small partitions are judged together,
+as monitor/pool.py describes.
 """
 
 from collections.abc import Iterator
@@ -22,8 +23,10 @@ class OutageRule:
     """When due DOWNs of one partition count as a pipeline outage.
 
     `share` is a fraction of the partition's devices (UP plus held), strictly
-    between 0 and 1. The rule does not apply to partitions with fewer than
-    `min_devices` devices, so their DOWNs are announced at their deadlines.
+    between 0 and 1. A partition with fewer than `min_devices` devices is
+    judged in the monitor's pool of small partitions (monitor/pool.py). Only
+    when that pool has fewer than `min_devices` devices too are its DOWNs
+    announced at their judge time.
     """
 
     share: float
@@ -91,6 +94,12 @@ class HeldDowns:
     def count_until(self, time_ms: int) -> int:
         """Return how many held DOWNs have `judge_ms` at or before `time_ms`."""
         return int(self._order.bisect_left((time_ms + 1,)))
+
+    def count_between(self, after_ms: int, until_ms: int) -> int:
+        """Return how many held DOWNs have `after_ms < judge_ms <= until_ms`."""
+        if until_ms <= after_ms:
+            return 0
+        return self.count_until(until_ms) - self.count_until(after_ms)
 
     def pop_until(self, time_ms: int) -> list[Transition]:
         """Remove and return the held DOWNs due at `time_ms`, earliest first."""

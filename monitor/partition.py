@@ -1,8 +1,9 @@
 """Everything the monitor keeps for one heartbeat partition.
 
 A PartitionState joins the partition's shard, clock and held DOWNs, applies
-the outage rule (see monitor/outage.py), remembers which devices changed
-since the last commit, and turns those changes into changelog records.
+the outage rule (see monitor/outage.py and monitor/pool.py), remembers which
+devices changed since the last commit, and turns those changes into
+changelog records.
 """
 
 from hbmon.events import AlertEvent, InvalidRecord
@@ -18,6 +19,7 @@ from monitor.changelog import (
 )
 from monitor.clock import PartitionClock
 from monitor.outage import Degraded, HeldDowns, OutageRule
+from monitor.pool import OutagePool
 from monitor.shard import DOWN, Shard, Transition
 
 
@@ -25,14 +27,25 @@ class PartitionState:
     """Devices, clock, held DOWNs and outage state of one partition.
 
     `observe` and `judge` return the alert events to publish. The caller
-    publishes them in the same transaction as `changelog_records()`.
+    publishes them in the same transaction as `changelog_records()`. Without
+    a `pool`, the partition is the only one in a pool of its own.
     """
 
-    def __init__(self, shard: Shard, clock: PartitionClock, rule: OutageRule) -> None:
+    def __init__(
+        self,
+        shard: Shard,
+        clock: PartitionClock,
+        rule: OutageRule,
+        pool: OutagePool | None = None,
+    ) -> None:
         self.partition = shard.partition
         self.shard = shard
         self.clock = clock
         self.rule = rule
+        if pool is None:
+            pool = OutagePool(rule)
+            pool.partitions[self.partition] = self
+        self.pool = pool
         self.held_downs = HeldDowns()
         # Routing attributes (string values only) of devices that sent any.
         self.attrs: dict[str, dict[str, str]] = {}
@@ -42,6 +55,9 @@ class PartitionState:
         # When monitoring was last restored after an outage. A device silent
         # since before then is judged one full timeout after it.
         self.restored_ms = 0
+        # Set while the consumer has lost contact with the broker: nothing is
+        # judged until contact returns. Not stored in the state topic.
+        self.contact_lost = False
         self._written_partition_value = b""
 
     @property
@@ -95,10 +111,31 @@ class PartitionState:
         tick_ms = self.shard.tick_ms
         return judged_ms is None or time_ms // tick_ms > judged_ms // tick_ms
 
-    def follow_wall_clock(self, wall_ms: int) -> None:
-        """Advance the clock of a caught-up partition, unless it is DEGRADED."""
-        if self.degraded is None:
-            self.clock.follow_wall_clock(wall_ms)
+    def follow_wall_clock(self, wall_ms: int, contact_ms: int | None = None) -> None:
+        """Advance the clock of a caught-up partition, unless it is DEGRADED.
+
+        The clock never passes `contact_ms`, the last time the consumer heard
+        from the broker; see PartitionClock.follow_wall_clock.
+        """
+        if self.degraded is None and not self.contact_lost:
+            self.clock.follow_wall_clock(wall_ms, contact_ms)
+
+    # Contact with the broker
+
+    def lose_contact(self) -> None:
+        """Stop judging until `regain_contact`, because the broker is unreachable."""
+        self.contact_lost = True
+
+    def regain_contact(self, contact_ms: int) -> None:
+        """Resume judging after lost contact, as after an outage ending at `contact_ms`.
+
+        Heartbeats sent while the broker was unreachable may never have been
+        appended, so each device silent since before then is judged one full
+        timeout after contact returned.
+        """
+        if self.contact_lost:
+            self.contact_lost = False
+            self._restore_monitoring(contact_ms)
 
     # Deadlines
 
@@ -106,12 +143,21 @@ class PartitionState:
         """Expire deadlines up to `now_ms`, apply the outage rule, return the events.
 
         A DOWN is announced once a record appended at or after its judge
-        time was read. In a partition too small for the outage rule, it is
-        announced when its judge time passes. When due held DOWNs make an
-        outage, the partition enters DEGRADED and its clock stops.
+        time was read: from this partition, or from any partition of the
+        monitor when this one is small. When due held DOWNs make an outage
+        of the partition, or of the pool of small partitions, the partition
+        enters DEGRADED and its clock stops. A pool too small for the rule
+        announces DOWNs when their judge time passes. Nothing is judged
+        while contact with the broker is lost.
         """
-        if self.degraded is not None:
+        if self.contact_lost:
             return []
+        events: list[AlertEvent] = []
+        if self.degraded is not None:
+            evidence_ms = self.pool.evidence_ms(self)
+            if not self._pool_restores_degraded(evidence_ms):
+                return []
+            events.append(self._end_outage(evidence_ms))
         for transition in self.shard.expire(now_ms):
             judge_ms = max(
                 transition.deadline_ms, self.restored_ms + transition.timeout_ms
@@ -119,22 +165,27 @@ class PartitionState:
             self.held_downs.add(transition, judge_ms)
             self.dirty.add(transition.device_id)
         if not self.held_downs:
-            return []
+            return events
+        pooled = self.pool.is_small(self)
 
         # 1. Announce what later records confirm.
-        events = self._announce(
-            self.held_downs.pop_until(self.clock.last_record_ms), now_ms
-        )
+        evidence_ms = self.clock.last_record_ms
+        if pooled:
+            evidence_ms = self.pool.evidence_ms(self)
+        events.extend(self._announce(self.held_downs.pop_until(evidence_ms), now_ms))
 
-        # 2. A small partition announces at the judge time.
-        devices = self.devices_judged
+        # 2. A pool too small for the rule announces at the judge time.
+        devices = self.pool.devices(self) if pooled else self.devices_judged
         if not self.rule.applies_to(devices):
             events.extend(self._announce(self.held_downs.pop_until(now_ms), now_ms))
             return events
 
         # 3. Too many unconfirmed DOWNs at once: suspect the pipeline.
         due = self.held_downs.count_until(now_ms)
-        if self.rule.is_outage(due, devices):
+        outage_due = due
+        if pooled:
+            outage_due += self.pool.unconfirmed_due_elsewhere(self, evidence_ms)
+        if due and self.rule.is_outage(outage_due, devices):
             self.degraded = Degraded(now_ms, self.clock.last_record_ms, due)
             events.append(
                 degraded_event(self.partition, self.degraded, self._timeout_ms())
@@ -149,11 +200,19 @@ class PartitionState:
             for t in transitions
         ]
 
+    def _pool_restores_degraded(self, evidence_ms: int) -> bool:
+        """Return whether a record read elsewhere ends this small partition's DEGRADED.
+
+        A record appended after the partition entered DEGRADED shows that data
+        flows again, even when the partition's own devices are all silent.
+        """
+        assert self.degraded is not None
+        return self.pool.is_small(self) and evidence_ms > self.degraded.since_ms
+
     def _end_outage(self, record_ms: int) -> AlertEvent:
         assert self.degraded is not None
         degraded, self.degraded = self.degraded, None
-        self.restored_ms = record_ms
-        self.held_downs.postpone(record_ms)
+        self._restore_monitoring(record_ms)
         return restored_event(
             self.partition,
             degraded,
@@ -161,6 +220,12 @@ class PartitionState:
             self._timeout_ms(),
             len(self.held_downs),
         )
+
+    def _restore_monitoring(self, restored_ms: int) -> None:
+        self.restored_ms = max(self.restored_ms, restored_ms)
+        self.held_downs.postpone(self.restored_ms)
+        # The held DOWNs' new judge times go to the state topic too.
+        self.dirty.update(transition.device_id for _, transition in self.held_downs)
 
     def _timeout_ms(self) -> int:
         return self.shard.default_timeout_ms

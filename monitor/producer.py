@@ -36,6 +36,16 @@ STALL_GRACE_S = 5.0
 # many, the process exits instead, so that blocked threads do not pile up.
 MAX_STALLED_CLIENTS = 3
 LINGER_MS = 5
+# Offset commit errors of a consumer that is no longer a member of its
+# group, for example after its session expired during a broker outage.
+_LEFT_GROUP = frozenset(
+    {
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
 # Fatal errors that a new client would not clear. When another producer
 # took over the transactional id, a new client would fence that one in
 # turn. A missing permission fails a new client too.
@@ -286,7 +296,8 @@ class PlainProducer(MonitorProducer):
 
         Raises:
             MonitorError: retriable when records are still queued or the
-                offset commit failed.
+                offset commit failed; abort-required when the consumer left
+                its group.
         """
         failures = self.delivery_failures
         left = self._producer.flush(CALL_TIMEOUT_S)
@@ -304,8 +315,16 @@ class PlainProducer(MonitorProducer):
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as err:
+            error = err.args[0]
+            # A member that left the group cannot commit until it rejoins,
+            # and it rejoins only while the worker reads, so retrying the
+            # commit would block forever. The worker reads again from the
+            # last committed offsets instead.
+            left_group = error.code() in _LEFT_GROUP
             raise MonitorError(
-                f"offset commit failed: {err.args[0]}", retriable=True
+                f"offset commit failed: {error}",
+                retriable=not left_group,
+                abort_required=left_group,
             ) from err
 
     def abort(self) -> None:

@@ -33,6 +33,10 @@ class MonitorSettings:
     transaction_timeout_ms: int = 10_000
     outage_share: float = 0.5
     outage_min_devices: int = 20
+    # Silence of the partition leaders after which the monitor counts
+    # contact as lost. It must exceed the statistics interval (500 ms) plus
+    # fetch.wait.max.ms (500 ms), the longest normal gap between responses.
+    contact_timeout_ms: int = 5000
     restore_timeout_s: float = 120.0
     # The group moves a killed member's partitions to the others only after
     # this. librdkafka's default is 45 s; 10 s matches the transaction
@@ -94,6 +98,11 @@ class MonitorSettings:
                 "HBMON_MONITOR_OUTAGE_MIN_DEVICES",
                 defaults.outage_min_devices,
                 minimum=1,
+            ),
+            contact_timeout_ms=env_int(
+                "HBMON_MONITOR_CONTACT_TIMEOUT_MS",
+                defaults.contact_timeout_ms,
+                minimum=2000,
             ),
             restore_timeout_s=env_float(
                 "HBMON_MONITOR_RESTORE_TIMEOUT_S",

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+import orjson
 from confluent_kafka import (
     OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
@@ -34,10 +35,12 @@ from hbmon.kafka import KafkaSettings
 from hbmon.logs import RateLimitedLog
 from monitor.alerts import partition_subject
 from monitor.clock import PartitionClock
+from monitor.contact import STATS_INTERVAL_MS, BrokerContact
 from monitor.errors import MonitorError
 from monitor.metrics import MonitorMetrics
 from monitor.outage import OutageRule
 from monitor.partition import PartitionState
+from monitor.pool import OutagePool
 from monitor.producer import PlainProducer, TransactionalProducer, transaction_error
 from monitor.restore import restore_partitions
 from monitor.settings import MonitorSettings
@@ -99,8 +102,8 @@ class MonitorWorker:
         self.kafka = kafka
         self.settings = settings
         self.metrics = metrics
-        self.partitions: dict[int, PartitionState] = {}
         self.rule = OutageRule(settings.outage_share, settings.outage_min_devices)
+        self.pool = OutagePool(self.rule)
         self._next_offsets: dict[int, int] = {}
         self._next_tick_ms = 0
         self._next_commit_ms = 0
@@ -124,6 +127,18 @@ class MonitorWorker:
         )
         self._consumer: Consumer | None = None
         self._producer: TransactionalProducer | PlainProducer | None = None
+        self._contact = BrokerContact(kafka.heartbeat_topic, wall_clock_ms())
+        self._contact_lost = False
+        self._contact_checked_ms = 0
+
+    @property
+    def partitions(self) -> dict[int, PartitionState]:
+        """The owned partitions, which are also the members of the outage pool."""
+        return self.pool.partitions
+
+    @partitions.setter
+    def partitions(self, states: dict[int, PartitionState]) -> None:
+        self.pool.partitions = states
 
     # Lifecycle
 
@@ -145,17 +160,19 @@ class MonitorWorker:
             producer = PlainProducer(self.kafka)
         producer.start()
         self._producer = producer
-        self._consumer = Consumer(
-            self.kafka.client_config(
-                group_id=self.settings.group_id,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                auto_offset_reset="earliest",
-                enable_partition_eof=True,
-                partition_assignment_strategy="cooperative-sticky",
-                session_timeout_ms=self.settings.session_timeout_ms,
-            )
+        self._contact = BrokerContact(self.kafka.heartbeat_topic, wall_clock_ms())
+        config = self.kafka.client_config(
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            enable_partition_eof=True,
+            partition_assignment_strategy="cooperative-sticky",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            statistics_interval_ms=STATS_INTERVAL_MS,
         )
+        config["stats_cb"] = self._on_stats
+        self._consumer = Consumer(config)
         self._consumer.subscribe(
             [self.kafka.heartbeat_topic],
             on_assign=self._on_assign,
@@ -221,6 +238,7 @@ class MonitorWorker:
             return False
         wait_s = max(0.0, (self._next_tick_ms - wall_clock_ms()) / 1000)
         messages = self._consumer.consume(CONSUME_BATCH, timeout=min(wait_s, 0.2))
+        self._check_contact(wall_clock_ms())
         self._apply(messages)
         now_ms = wall_clock_ms()
         if now_ms >= self._next_tick_ms:
@@ -326,11 +344,75 @@ class MonitorWorker:
                     max(0, high - position)
                 )
                 if position >= high:
-                    state.follow_wall_clock(wall_ms)
+                    state.follow_wall_clock(wall_ms, self._contact.heard_ms)
             now_ms = state.clock.now_ms
             self.metrics.clock_delay_seconds.labels(str(partition)).set(
                 max(0, wall_ms - now_ms) / 1000 if now_ms else 0
             )
+
+    # Contact with the broker
+
+    def _on_stats(self, stats_json: str) -> None:
+        # Called from consume(), so on the thread that runs step().
+        try:
+            stats = orjson.loads(stats_json)
+            self._contact.update(stats)
+        except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as err:
+            if self._log_limit.allow("stats") is not None:
+                logger.warning(
+                    "Consumer statistics could not be read: %s; partition clocks "
+                    "wait for the next report",
+                    err,
+                )
+
+    def _check_contact(self, wall_ms: int) -> None:
+        """Pause judging while no leader was heard from for the contact timeout.
+
+        The clocks already stop at the last contact. Pausing also makes each
+        device silent since before the loss wait one full timeout after
+        contact returns, because its heartbeats may never have been appended.
+        Runs before each batch is applied. A loop that did not run for the
+        contact timeout (a commit retried while the broker was down, a long
+        restore) counts as lost contact too, because the statistics that
+        would have shown the loss were not read meanwhile.
+        """
+        timeout_ms = self.settings.contact_timeout_ms
+        stalled_ms = 0
+        if self._contact_checked_ms:
+            stalled_ms = wall_ms - self._contact_checked_ms
+        self._contact_checked_ms = wall_ms
+        silent_ms = self._contact.silent_ms(wall_ms)
+        lost = silent_ms is not None and silent_ms > timeout_ms
+        if not self._contact_lost and (lost or stalled_ms > timeout_ms):
+            self._lose_contact(silent_ms, stalled_ms)
+        if self._contact_lost and not lost:
+            self._regain_contact()
+
+    def _lose_contact(self, silent_ms: int | None, stalled_ms: int) -> None:
+        self._contact_lost = True
+        self.metrics.broker_contact_lost.set(1)
+        self.metrics.broker_contact_losses.inc()
+        logger.warning(
+            "Lost contact with the brokers leading partitions %s (last response "
+            "%s ms ago, previous check %d ms ago); judging no deadline until "
+            "they respond again",
+            sorted(self.partitions),
+            silent_ms,
+            stalled_ms,
+        )
+        for state in self.partitions.values():
+            state.lose_contact()
+
+    def _regain_contact(self) -> None:
+        self._contact_lost = False
+        self.metrics.broker_contact_lost.set(0)
+        logger.info(
+            "Brokers respond again; devices silent since before are judged one "
+            "full timeout from %d",
+            self._contact.heard_ms,
+        )
+        for state in self.partitions.values():
+            state.regain_contact(self._contact.heard_ms)
 
     # Commits
 
@@ -622,6 +704,9 @@ class MonitorWorker:
         restore_partitions(
             self.kafka, states, self.metrics, self.settings.restore_timeout_s
         )
+        if self._contact_lost:
+            for state in states.values():
+                state.lose_contact()
         self.partitions.update(states)
         self.metrics.partitions_owned.set(len(self.partitions))
         logger.info(
@@ -678,7 +763,7 @@ class MonitorWorker:
             tick_ms=s.tick_ms,
         )
         clock = PartitionClock(partition, s.fetch_grace_ms)
-        return PartitionState(shard, clock, self.rule)
+        return PartitionState(shard, clock, self.rule, self.pool)
 
     # Alerts
 

@@ -109,3 +109,10 @@ def test_tiny_declared_interval_is_clamped_to_minimum():
     settings = MonitorSettings(min_timeout_s=1, missed_intervals=3)
 
     assert settings.declared_timeout_ms(timeout_s=None, interval_s=0.001) == 1000
+
+
+def test_contact_timeout_below_minimum_is_rejected(monkeypatch):
+    monkeypatch.setenv("HBMON_MONITOR_CONTACT_TIMEOUT_MS", "1500")
+
+    with pytest.raises(SettingError, match="HBMON_MONITOR_CONTACT_TIMEOUT_MS"):
+        MonitorSettings.from_env()
