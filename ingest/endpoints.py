@@ -94,7 +94,6 @@ class HeartbeatEndpoint:
         self._parser = parser
         self._publisher = publisher
         self._metrics = metrics
-        self._accepted = metrics.accepted_single
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -112,9 +111,10 @@ class HeartbeatEndpoint:
             count_error(self._metrics, err)
             await send_json(send, err.status, error_body(err), err.headers)
             return
-        self._accepted.inc()
+        metrics = self._metrics
+        metrics.accepted_single += 1
         if ts_flag is not None:
-            self._metrics.ts_flagged[ts_flag].inc()
+            metrics.ts_flagged[ts_flag] += 1
         await send(_ACCEPTED_START)
         await send(_ACCEPTED_BODY)
 
@@ -198,7 +198,8 @@ class BatchEndpoint:
         received_ms = time.time_ns() // 1_000_000
         parse = self._parser.parse
         publish = self._publisher.publish
-        ts_flagged = self._metrics.ts_flagged
+        metrics = self._metrics
+        ts_flagged = metrics.ts_flagged
         rejected: list[dict[str, object]] = []
         accepted = 0
         for index, item in enumerate(items):
@@ -212,7 +213,7 @@ class BatchEndpoint:
                 publish(device_id, value, ts_flag)
             except IngestError as err:
                 if err.retriable:
-                    self._metrics.accepted_batch.inc(accepted)
+                    metrics.accepted_batch += accepted
                     raise IngestError(
                         err.status,
                         err.field,
@@ -223,15 +224,15 @@ class BatchEndpoint:
                         reason=err.reason,
                         headers=err.headers,
                     ) from err
-                self._metrics.count_rejected(err.reason, err.field)
+                metrics.count_rejected(err.reason, err.field)
                 rejected.append(
                     {"index": index, "field": err.field, "error": err.message}
                 )
                 continue
             accepted += 1
             if ts_flag is not None:
-                ts_flagged[ts_flag].inc()
-        self._metrics.accepted_batch.inc(accepted)
+                ts_flagged[ts_flag] += 1
+        metrics.accepted_batch += accepted
         return accepted, rejected
 
 
