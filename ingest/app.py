@@ -184,9 +184,10 @@ async def poll_forever(
     """Serve producer callbacks every `interval_s`, at once while they keep coming.
 
     A callback that raises is logged and the loop goes on, so one bad report
-    never stops delivery reports for the rest. The loop also syncs the
-    metrics' plain counts into their counters every `interval_s`, which is
-    what other workers read in multiprocess mode.
+    never stops delivery reports for the rest. Every `interval_s` the loop
+    also sets the queue length gauge and syncs the metrics' plain counts
+    into their counters, which is what other workers read in multiprocess
+    mode.
     """
     log = RateLimitedLog()
     synced_at = time.monotonic()
@@ -197,10 +198,10 @@ async def poll_forever(
             served = 0
             if log.allow("poll") is not None:
                 logger.exception("Producer callback failed; polling goes on")
-        metrics.queue_length.set(publisher.queue_length())
         now = time.monotonic()
         if now - synced_at >= interval_s:
             synced_at = now
+            metrics.queue_length.set(publisher.queue_length())
             metrics.sync()
         await asyncio.sleep(0 if served else interval_s)
 

@@ -37,7 +37,7 @@ _ACCEPTED_START, _ACCEPTED_BODY = json_response(
 
 
 class RequestReader:
-    """Run the checks that come before decoding, and read the body."""
+    """Run the checks that come before the body is read."""
 
     def __init__(
         self,
@@ -50,16 +50,16 @@ class RequestReader:
         self._authenticator = authenticator
         self._publisher = publisher
         self._media_types = media_types
-        self._max_bytes = max_bytes
+        self.max_bytes = max_bytes
         names = " or ".join(media.decode() for media in media_types)
         self._media_error = f"Content-Type must be {names}"
 
-    async def read(
-        self, scope: Scope, receive: Receive
-    ) -> tuple[bytes, bytes, str] | None:
-        """Return the body, its media type and the token's device-id prefix.
+    def check(self, scope: Scope) -> tuple[bytes, str]:
+        """Return the request's media type and the token's device-id prefix.
 
-        Returns None when the client disconnects before the body is read.
+        The caller reads the body next, with `read_body(receive, max_bytes)`.
+        Endpoints await it themselves, because a coroutine around both
+        steps cost about 0.2 µs more per request.
 
         Raises:
             IngestError: 401, 415, 413 or 503, in that order of checking.
@@ -72,12 +72,9 @@ class RequestReader:
             media = media_type(content_type)
         if media not in self._media_types:
             raise IngestError(415, "Content-Type", self._media_error)
-        check_content_length(content_length, self._max_bytes)
+        check_content_length(content_length, self.max_bytes)
         self._publisher.check_available(time.monotonic())
-        body = await read_body(receive, self._max_bytes)
-        if body is None:
-            return None
-        return body, media, prefix
+        return media, prefix
 
 
 class HeartbeatEndpoint:
@@ -97,10 +94,10 @@ class HeartbeatEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            request = await self._reader.read(scope, receive)
-            if request is None:
+            _, prefix = self._reader.check(scope)
+            body = await read_body(receive, self._reader.max_bytes)
+            if body is None:
                 return
-            body, _, prefix = request
             data = load_json(body, "body")
             received_ms = time.time_ns() // 1_000_000
             device_id, value, ts_flag = self._parser.parse(data, received_ms)
@@ -145,10 +142,10 @@ class BatchEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            request = await self._reader.read(scope, receive)
-            if request is None:
+            media, prefix = self._reader.check(scope)
+            body = await read_body(receive, self._reader.max_bytes)
+            if body is None:
                 return
-            body, media, prefix = request
             items = self._split(body, media)
             self._publisher.check_room(len(items))
             accepted, rejected = self._publish(items, prefix)
