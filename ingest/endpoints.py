@@ -25,7 +25,7 @@ from ingest.asgi import (
 )
 from ingest.auth import Authenticator, check_scope
 from ingest.errors import IngestError, invalid
-from ingest.heartbeat import HeartbeatParser, Parsed
+from ingest.heartbeat import HeartbeatParser
 from ingest.metrics import IngestMetrics
 from ingest.publisher import Publisher
 
@@ -185,72 +185,52 @@ class BatchEndpoint:
     ) -> tuple[int, list[dict[str, object]]]:
         """Queue every valid item; return the count queued and the rejections.
 
-        All items are validated first, and then their records are queued in
-        one loop. Items that are bytes are NDJSON lines, still to be
-        decoded; JSON decoding never yields bytes.
+        Items that are bytes are NDJSON lines, still to be decoded; JSON
+        decoding never yields bytes.
 
         Raises:
             IngestError: 503 when the producer stops taking records partway;
                 the message states how many were queued before that.
         """
-        records, flagged, rejections = self._validate(items, prefix)
-        queued, error = self._publisher.publish_many(records)
-
-        # Count in metrics what handling the items one by one would have
-        # counted: when queueing stopped early, only the items before the
-        # record that failed.
-        metrics = self._metrics
-        metrics.accepted_batch += queued
-        for position, flag in flagged:
-            if position < queued:
-                metrics.ts_flagged[flag] += 1
-        rejected: list[dict[str, object]] = []
-        for index, records_before, err in rejections:
-            if error is not None and records_before > queued:
-                break
-            metrics.count_rejected(err.reason, err.field)
-            rejected.append({"index": index, "field": err.field, "error": err.message})
-        if error is None:
-            return queued, rejected
-        raise IngestError(
-            error.status,
-            error.field,
-            f"{error.message}; {queued} of {len(items)} heartbeats were queued "
-            "before this, and resending the batch publishes them again",
-            retriable=True,
-            reason=error.reason,
-            headers=error.headers,
-        ) from error
-
-    def _validate(
-        self, items: list[object], prefix: str
-    ) -> tuple[list[Parsed], list[tuple[int, str]], list[tuple[int, int, IngestError]]]:
-        """Parse every item and check it against the token's device-id prefix.
-
-        Returns the parsed records in order, the position and flag of each
-        record with a device_ts flag, and for each rejected item its index,
-        the number of records before it and its error.
-        """
         received_ms = time.time_ns() // 1_000_000
         parse = self._parser.parse
-        records: list[Parsed] = []
-        flagged: list[tuple[int, str]] = []
-        rejections: list[tuple[int, int, IngestError]] = []
+        publish = self._publisher.publish
+        metrics = self._metrics
+        ts_flagged = metrics.ts_flagged
+        rejected: list[dict[str, object]] = []
+        accepted = 0
         for index, item in enumerate(items):
             try:
                 data = load_json(item, "item") if type(item) is bytes else item
                 if type(data) is not dict:
                     raise invalid("item", "item must be a JSON object with device_id")
-                parsed = parse(data, received_ms)
+                device_id, value, ts_flag = parse(data, received_ms)
                 if prefix:
-                    check_scope(prefix, parsed[0])
+                    check_scope(prefix, device_id)
+                publish(device_id, value, ts_flag)
             except IngestError as err:
-                rejections.append((index, len(records), err))
+                if err.retriable:
+                    metrics.accepted_batch += accepted
+                    raise IngestError(
+                        err.status,
+                        err.field,
+                        f"{err.message}; {accepted} of {len(items)} heartbeats "
+                        "were queued before this, and resending the batch "
+                        "publishes them again",
+                        retriable=True,
+                        reason=err.reason,
+                        headers=err.headers,
+                    ) from err
+                metrics.count_rejected(err.reason, err.field)
+                rejected.append(
+                    {"index": index, "field": err.field, "error": err.message}
+                )
                 continue
-            if parsed[2] is not None:
-                flagged.append((len(records), parsed[2]))
-            records.append(parsed)
-        return records, flagged, rejections
+            accepted += 1
+            if ts_flag is not None:
+                ts_flagged[ts_flag] += 1
+        metrics.accepted_batch += accepted
+        return accepted, rejected
 
 
 def count_error(metrics: IngestMetrics, err: IngestError) -> None:
