@@ -6,8 +6,8 @@ It reads the whole request body of any request and responds with
 ``202 {"status": "accepted"}`` and the same headers as ingest, and does
 nothing else: no routing, no parsing, no producer. It runs on the uvicorn
 settings that ``hbmon ingest`` uses with one worker (uvloop, httptools, no
-access log, no server header), so the throughput ratio of ingest to this app
-isolates the cost of ingest's own code.
+access log, no server header, no proxy headers), so the throughput ratio of
+ingest to this app isolates the cost of ingest's own code.
 """
 
 import argparse
@@ -70,6 +70,7 @@ def main() -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
 

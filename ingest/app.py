@@ -173,6 +173,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await poller
         await flush(publisher, settings.flush_timeout_s)
+        app.state.metrics.sync()
         if os.environ.get(_MULTIPROC_ENV):
             multiprocess.mark_process_dead(os.getpid())
 
@@ -183,9 +184,13 @@ async def poll_forever(
     """Serve producer callbacks every `interval_s`, at once while they keep coming.
 
     A callback that raises is logged and the loop goes on, so one bad report
-    never stops delivery reports for the rest.
+    never stops delivery reports for the rest. Every `interval_s` the loop
+    also sets the queue length gauge and syncs the metrics' plain counts
+    into their counters, which is what other workers read in multiprocess
+    mode.
     """
     log = RateLimitedLog()
+    synced_at = time.monotonic()
     while True:
         try:
             served = publisher.poll()
@@ -193,7 +198,11 @@ async def poll_forever(
             served = 0
             if log.allow("poll") is not None:
                 logger.exception("Producer callback failed; polling goes on")
-        metrics.queue_length.set(publisher.queue_length())
+        now = time.monotonic()
+        if now - synced_at >= interval_s:
+            synced_at = now
+            metrics.queue_length.set(publisher.queue_length())
+            metrics.sync()
         await asyncio.sleep(0 if served else interval_s)
 
 
@@ -239,6 +248,9 @@ async def readyz(request: Request) -> Response:
 async def metrics_text(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.registry
     if os.environ.get(_MULTIPROC_ENV):
+        # This worker's files get its latest counts; other workers sync theirs
+        # in their poll loops.
+        request.app.state.metrics.sync()
         # Each worker writes its own files; sum them over all workers.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
             log_config=None,
             access_log=False,
             server_header=False,
+            # Ingest never reads the client address, so it skips uvicorn's
+            # X-Forwarded-For middleware: 1.7% of ingest's py-spy samples
+            # under single-heartbeat load.
+            proxy_headers=False,
             timeout_graceful_shutdown=settings.drain_timeout_s,
         )
     finally:

@@ -37,7 +37,7 @@ _ACCEPTED_START, _ACCEPTED_BODY = json_response(
 
 
 class RequestReader:
-    """Run the checks that come before decoding, and read the body."""
+    """Run the checks that come before the body is read."""
 
     def __init__(
         self,
@@ -50,16 +50,16 @@ class RequestReader:
         self._authenticator = authenticator
         self._publisher = publisher
         self._media_types = media_types
-        self._max_bytes = max_bytes
+        self.max_bytes = max_bytes
         names = " or ".join(media.decode() for media in media_types)
         self._media_error = f"Content-Type must be {names}"
 
-    async def read(
-        self, scope: Scope, receive: Receive
-    ) -> tuple[bytes, bytes, str] | None:
-        """Return the body, its media type and the token's device-id prefix.
+    def check(self, scope: Scope) -> tuple[bytes, str]:
+        """Return the request's media type and the token's device-id prefix.
 
-        Returns None when the client disconnects before the body is read.
+        The caller reads the body next, with `read_body(receive, max_bytes)`.
+        Endpoints await it themselves, because a coroutine around both
+        steps cost about 0.2 µs more per request.
 
         Raises:
             IngestError: 401, 415, 413 or 503, in that order of checking.
@@ -72,12 +72,9 @@ class RequestReader:
             media = media_type(content_type)
         if media not in self._media_types:
             raise IngestError(415, "Content-Type", self._media_error)
-        check_content_length(content_length, self._max_bytes)
+        check_content_length(content_length, self.max_bytes)
         self._publisher.check_available(time.monotonic())
-        body = await read_body(receive, self._max_bytes)
-        if body is None:
-            return None
-        return body, media, prefix
+        return media, prefix
 
 
 class HeartbeatEndpoint:
@@ -94,14 +91,13 @@ class HeartbeatEndpoint:
         self._parser = parser
         self._publisher = publisher
         self._metrics = metrics
-        self._accepted = metrics.accepted_single
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            request = await self._reader.read(scope, receive)
-            if request is None:
+            _, prefix = self._reader.check(scope)
+            body = await read_body(receive, self._reader.max_bytes)
+            if body is None:
                 return
-            body, _, prefix = request
             data = load_json(body, "body")
             received_ms = time.time_ns() // 1_000_000
             device_id, value, ts_flag = self._parser.parse(data, received_ms)
@@ -112,9 +108,10 @@ class HeartbeatEndpoint:
             count_error(self._metrics, err)
             await send_json(send, err.status, error_body(err), err.headers)
             return
-        self._accepted.inc()
+        metrics = self._metrics
+        metrics.accepted_single += 1
         if ts_flag is not None:
-            self._metrics.ts_flagged[ts_flag].inc()
+            metrics.ts_flagged[ts_flag] += 1
         await send(_ACCEPTED_START)
         await send(_ACCEPTED_BODY)
 
@@ -145,10 +142,10 @@ class BatchEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            request = await self._reader.read(scope, receive)
-            if request is None:
+            media, prefix = self._reader.check(scope)
+            body = await read_body(receive, self._reader.max_bytes)
+            if body is None:
                 return
-            body, media, prefix = request
             items = self._split(body, media)
             self._publisher.check_room(len(items))
             accepted, rejected = self._publish(items, prefix)
@@ -198,7 +195,8 @@ class BatchEndpoint:
         received_ms = time.time_ns() // 1_000_000
         parse = self._parser.parse
         publish = self._publisher.publish
-        ts_flagged = self._metrics.ts_flagged
+        metrics = self._metrics
+        ts_flagged = metrics.ts_flagged
         rejected: list[dict[str, object]] = []
         accepted = 0
         for index, item in enumerate(items):
@@ -212,7 +210,7 @@ class BatchEndpoint:
                 publish(device_id, value, ts_flag)
             except IngestError as err:
                 if err.retriable:
-                    self._metrics.accepted_batch.inc(accepted)
+                    metrics.accepted_batch += accepted
                     raise IngestError(
                         err.status,
                         err.field,
@@ -223,15 +221,15 @@ class BatchEndpoint:
                         reason=err.reason,
                         headers=err.headers,
                     ) from err
-                self._metrics.count_rejected(err.reason, err.field)
+                metrics.count_rejected(err.reason, err.field)
                 rejected.append(
                     {"index": index, "field": err.field, "error": err.message}
                 )
                 continue
             accepted += 1
             if ts_flag is not None:
-                ts_flagged[ts_flag].inc()
-        self._metrics.accepted_batch.inc(accepted)
+                ts_flagged[ts_flag] += 1
+        metrics.accepted_batch += accepted
         return accepted, rejected
 
 

@@ -43,6 +43,13 @@ class IngestSettings:
     # 50 ms in the producer before it is sent. A 202 does not wait for that.
     linger_ms: int = 50
     batch_size_bytes: int = 1_000_000
+    # lz4 shrank a basic heartbeat record (92-byte value, 13-byte key) from
+    # 116 to 22 bytes in the broker's log, which is what crosses the network.
+    # zstd gave 11 bytes. Neither changed ingest's CPU per record by more
+    # than about 5% against no compression, which is within the noise of
+    # the measurement (confluent-kafka 2.16.1, linger 50 ms, about 100,000
+    # records/s, 2-core AMD EPYC VM). lz4 stays because the cost of zstd's
+    # decompression on the broker and the monitor was not measured.
     compression: str = "lz4"
     queue_max_messages: int = 100_000
     queue_max_kbytes: int = 65_536

@@ -90,3 +90,57 @@ def test_unreachable_broker_503(start_ingest: Starter) -> None:
     assert ready.status_code == 503
     assert status in (0, -signal.SIGTERM), ingest.log()
     assert "records unsent" in ingest.log()
+
+
+def test_workers_metrics_count_every_heartbeat(
+    kafka_settings: KafkaSettings, start_ingest: Starter
+) -> None:
+    env = {**kafka_env(kafka_settings), "HBMON_INGEST_WORKERS": "2"}
+    ingest, base_url = start_ingest(env)
+    wait_for(lambda: readyz_ok(base_url), 60, "ingest workers to reach Kafka")
+
+    # A new connection per request, so that both workers are likely to get some.
+    for seq in range(30):
+        body = orjson.dumps({"device_id": f"dev-{seq % 5}", "seq": seq, "ts": "bad"})
+        response = httpx.post(
+            f"{base_url}/v1/heartbeats", content=body, headers=JSON, timeout=30
+        )
+        assert response.status_code == 202
+    for first in range(0, 20, 10):
+        batch = [{"device_id": f"gw-{first + i}"} for i in range(10)]
+        response = httpx.post(
+            f"{base_url}/v1/heartbeats/batch",
+            content=orjson.dumps(batch),
+            headers=JSON,
+            timeout=30,
+        )
+        assert response.status_code == 202
+    expected = {
+        'hbmon_ingest_heartbeats_accepted_total{endpoint="single"}': 30.0,
+        'hbmon_ingest_heartbeats_accepted_total{endpoint="batch"}': 20.0,
+        'hbmon_ingest_device_ts_flagged_total{flag="unparseable"}': 30.0,
+    }
+
+    # A scrape reaches one worker, which sums every worker's files. Each
+    # worker writes its counts there every 5 ms (its poll interval), so after
+    # a pause the first scrape, whichever worker it reaches, has every count.
+    time.sleep(2)
+    samples = scrape(base_url)
+    for name, value in expected.items():
+        assert samples.get(name) == value, name
+    ingest.stop()
+
+
+def readyz_ok(base_url: str) -> bool:
+    return httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200
+
+
+def scrape(base_url: str) -> dict[str, float]:
+    """Return every sample on the /metrics page, by name with labels."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

@@ -381,6 +381,43 @@ async def test_batch_without_room_503(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
+    "settings", [replace(SETTINGS, queue_max_kbytes=1, batch_max_items=10)]
+)
+async def test_batch_queue_full_partway_503(
+    client: httpx.AsyncClient, registry: CollectorRegistry
+) -> None:
+    # Each good record's value is about 200 bytes, so the producer queue of
+    # 1 KiB fills partway through the good items (after five with
+    # confluent-kafka 2.16.1), before the second bad item.
+    good = {"device_id": "d" * 128, "ts": "not a time"}
+    bad = {"device_id": ""}
+    items = [good, bad, good, good, good, good, good, good, bad, good]
+    bad_indexes = [1, 8]
+    good_indexes = [i for i in range(len(items)) if i not in bad_indexes]
+    response = await client.post(
+        "/v1/heartbeats/batch", content=orjson.dumps(items), headers=JSON
+    )
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert "queue is full" in error
+    queued = int(error.split(" of 10 heartbeats were queued")[0].split()[-1])
+    assert 1 <= queued < len(good_indexes)
+
+    # Metrics count only what came before the item that could not be queued.
+    failed_index = good_indexes[queued]
+    rejected_before = sum(1 for i in bad_indexes if i < failed_index)
+    accepted = "hbmon_ingest_heartbeats_accepted_total"
+    assert sample(registry, accepted, endpoint="batch") == queued
+    flagged = "hbmon_ingest_device_ts_flagged_total"
+    assert sample(registry, flagged, flag="unparseable") == queued
+    rejected = "hbmon_ingest_heartbeats_rejected_total"
+    assert (
+        sample(registry, rejected, reason="invalid", field="device_id")
+        == rejected_before
+    )
+
+
+@pytest.mark.parametrize(
     "settings", [replace(SETTINGS, unreachable_s=0.1, retry_after_s=3)]
 )
 async def test_post_broker_unreachable_503(client: httpx.AsyncClient) -> None:

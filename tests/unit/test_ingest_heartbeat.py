@@ -2,7 +2,7 @@
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from hbmon.events import HeartbeatRecord, decode_heartbeat
@@ -11,6 +11,7 @@ from ingest.heartbeat import (
     PERIOD_MAX_S,
     SEQ_MAX,
     TS_FUTURE,
+    TS_MAX_CHARS,
     TS_PAST,
     TS_UNPARSEABLE,
     HeartbeatParser,
@@ -261,3 +262,49 @@ def test_parse_any_json_raises_only_400(data: object) -> None:
         assert err.field
         return
     assert decode_heartbeat(value).device_id == device_id
+
+
+periods = st.integers(min_value=1, max_value=PERIOD_MAX_S) | st.floats(
+    min_value=0.001, max_value=PERIOD_MAX_S
+)
+valid_heartbeats = st.fixed_dictionaries(
+    {"device_id": st.from_regex(r"[A-Za-z0-9._:/-]{1,128}", fullmatch=True)},
+    optional={
+        "ts": st.integers(min_value=0, max_value=2**63)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=10)
+        | st.text(min_size=TS_MAX_CHARS - 4, max_size=TS_MAX_CHARS + 4),
+        "seq": st.integers(min_value=0, max_value=SEQ_MAX),
+        "timeout_s": periods,
+        "interval_s": periods,
+        "attrs": st.dictionaries(
+            st.text(max_size=6),
+            st.none() | st.integers(-(2**63), 2**63) | st.text(max_size=8),
+            max_size=3,
+        ),
+        "extra": json_values,
+    },
+)
+
+
+@given(data=valid_heartbeats)
+@example(data={"device_id": "d", "ts": "x" * TS_MAX_CHARS})
+@example(data={"device_id": "d", "ts": "x" * (TS_MAX_CHARS + 1)})
+@example(data={"device_id": "d", "ts": 1e16, "timeout_s": 0.1, "interval_s": 1e-3})
+def test_record_bytes_equal_heartbeat_record(data: dict[str, object]) -> None:
+    parser = HeartbeatParser(
+        attrs_max_bytes=1024, attrs_max_depth=2, ts_max_ahead_s=300, ts_max_age_s=60
+    )
+    _, value, _ = parser.parse(orjson.loads(orjson.dumps(data)), RECEIVED_MS)
+    ts = data.get("ts")
+    expected = HeartbeatRecord(
+        device_id=str(data["device_id"]),
+        received_ms=RECEIVED_MS,
+        # A device_ts string longer than the limit is left out of the record.
+        device_ts=None if isinstance(ts, str) and len(ts) > TS_MAX_CHARS else ts,
+        seq=data.get("seq"),
+        timeout_s=data.get("timeout_s"),
+        interval_s=data.get("interval_s"),
+        attrs=data.get("attrs"),
+    )
+    assert value == expected.encode()
