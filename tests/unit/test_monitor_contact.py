@@ -129,10 +129,10 @@ def new_worker() -> MonitorWorker:
         MonitorSettings(contact_timeout_ms=5000),
         MonitorMetrics(CollectorRegistry()),
     )
-    worker._contact = BrokerContact(TOPIC, CREATED_MS)
+    worker._contact.follow_consumer(CREATED_MS)
     worker.partitions[0] = worker.new_state(0)
-    worker._contact.update(report(1000, leader(rxidle_ms=100)))
-    worker._check_contact(CREATED_MS + 1000)
+    worker._contact.broker.update(report(1000, leader(rxidle_ms=100)))
+    worker._contact.check(CREATED_MS + 1000)
     return worker
 
 
@@ -143,7 +143,7 @@ def sample(worker: MonitorWorker, name: str) -> float | None:
 def test_worker_pauses_judging_on_silent_leader():
     worker = new_worker()
 
-    worker._check_contact(CREATED_MS + 7000)
+    worker._contact.check(CREATED_MS + 7000)
 
     assert worker.partitions[0].contact_lost
     assert sample(worker, "hbmon_monitor_broker_contact_lost") == 1
@@ -151,10 +151,10 @@ def test_worker_pauses_judging_on_silent_leader():
 
 def test_worker_resumes_judging_one_timeout_later():
     worker = new_worker()
-    worker._check_contact(CREATED_MS + 7000)
+    worker._contact.check(CREATED_MS + 7000)
 
-    worker._contact.update(report(20_000, leader(rxidle_ms=100)))
-    worker._check_contact(CREATED_MS + 20_000)
+    worker._contact.broker.update(report(20_000, leader(rxidle_ms=100)))
+    worker._contact.check(CREATED_MS + 20_000)
 
     state = worker.partitions[0]
     assert not state.contact_lost
@@ -166,8 +166,8 @@ def test_worker_stalled_loop_counts_as_lost_contact():
 
     # The loop ran again only after 30 s, and the statistics it read then
     # show a leader that responds.
-    worker._contact.update(report(31_000, leader(rxidle_ms=100)))
-    worker._check_contact(CREATED_MS + 31_000)
+    worker._contact.broker.update(report(31_000, leader(rxidle_ms=100)))
+    worker._contact.check(CREATED_MS + 31_000)
 
     state = worker.partitions[0]
     assert not state.contact_lost
@@ -178,7 +178,7 @@ def test_worker_stalled_loop_counts_as_lost_contact():
 def test_worker_short_silence_keeps_judging():
     worker = new_worker()
 
-    worker._check_contact(CREATED_MS + 4000)
+    worker._contact.check(CREATED_MS + 4000)
 
     assert not worker.partitions[0].contact_lost
     assert worker.partitions[0].restored_ms == 0

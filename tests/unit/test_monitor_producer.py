@@ -14,8 +14,9 @@ from hbmon.kafka import KafkaSettings
 from monitor.errors import MonitorError
 from monitor.metrics import MonitorMetrics
 from monitor.producer import TransactionalProducer, transaction_error
+from monitor.restarts import MAX_RESTARTS, RESTART_AFTER_FAILURES
 from monitor.settings import MonitorSettings
-from monitor.worker import MAX_RESTARTS, RESTART_AFTER_FAILURES, MonitorWorker
+from monitor.worker import MonitorWorker
 from tests.integration.services import free_port
 
 TXN_ID = "monitor-test-0"
@@ -33,7 +34,7 @@ def worker(kafka):
     )
     registry = CollectorRegistry()
     worker = MonitorWorker(kafka, settings, MonitorMetrics(registry))
-    worker._producer = TransactionalProducer(kafka, TXN_ID, 1000)
+    worker._transaction.producer = TransactionalProducer(kafka, TXN_ID, 1000)
     return worker
 
 
@@ -108,47 +109,49 @@ def test_restart_keeps_transactional_id(kafka):
 
 
 def test_worker_restarts_producer_after_repeated_failures(worker):
+    transaction = worker._transaction
+    producer = transaction.producer
     err = MonitorError("commit_transaction timed out", retriable=True)
     for _ in range(RESTART_AFTER_FAILURES - 1):
-        assert not worker._note_retriable_failure(err)
+        assert not transaction.restarts.note_retriable_failure(err, producer)
 
-    assert worker._note_retriable_failure(err)
-    assert worker._restart_reason == "repeated_timeouts"
-    assert worker._reset_needed
+    assert transaction.restarts.note_retriable_failure(err, producer)
+    assert transaction.restarts.reason == "repeated_timeouts"
+    assert transaction.reset_needed
     assert restarts(worker, "repeated_timeouts") == 1
 
 
 def test_worker_restarts_producer_after_fatal_error(worker, caplog):
-    worker._producer.fatal_error = KafkaError(
+    worker._transaction.producer.fatal_error = KafkaError(
         KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "skipped sequence numbers", fatal=True
     )
 
-    worker._check_producer()
+    worker._transaction.restarts.check(worker._transaction.producer)
 
-    assert worker._restart_reason == "fatal_error"
+    assert worker._transaction.restarts.reason == "fatal_error"
     assert restarts(worker, "fatal_error") == 1
     assert "replacing it with a new one of the same transactional id" in caplog.text
 
 
 def test_worker_exits_when_producer_is_fenced(worker):
-    worker._producer.fatal_error = KafkaError(
+    worker._transaction.producer.fatal_error = KafkaError(
         KafkaError._FENCED, "fenced by a newer epoch", fatal=True
     )
 
     with pytest.raises(MonitorError) as failed:
-        worker._check_producer()
+        worker._transaction.restarts.check(worker._transaction.producer)
 
     assert failed.value.fatal
-    assert worker._restart_reason is None
+    assert worker._transaction.restarts.reason is None
 
 
 def test_worker_exits_after_restarts_without_commit(worker):
     err = MonitorError("the producer failed", restart_required=True)
     for _ in range(MAX_RESTARTS):
-        worker._schedule_restart(err)
+        worker._transaction.restarts.schedule(err)
 
     with pytest.raises(MonitorError) as failed:
-        worker._schedule_restart(err)
+        worker._transaction.restarts.schedule(err)
 
     assert failed.value.fatal
     assert restarts(worker, "fatal_error") == MAX_RESTARTS
