@@ -165,7 +165,10 @@ class BatchEndpoint:
         """
         items: list[object]
         if media == NDJSON:
-            items = [line for line in body.splitlines() if line and not line.isspace()]
+            # Lines end at LF (or CRLF) only: bytes.splitlines() would also
+            # split at a bare CR, which is JSON whitespace inside a line, and
+            # shift the index of every later item.
+            items = [line for line in body.split(b"\n") if line and not line.isspace()]
         else:
             decoded = load_json(body, "body")
             if type(decoded) is not list:

@@ -299,6 +299,19 @@ async def test_batch_ndjson_skips_blank_lines(client: httpx.AsyncClient) -> None
     assert body["rejected"][0]["field"] == "item"
 
 
+async def test_batch_ndjson_bare_cr_inside_line(client: httpx.AsyncClient) -> None:
+    # A CR alone is JSON whitespace, not a line end, so "a" is item 0.
+    content = b'{"device_id":\r"a"}\n{"device_id": 7}\n'
+    response = await client.post(
+        "/v1/heartbeats/batch", content=content, headers=NDJSON
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 1
+    assert [item["index"] for item in body["rejected"]] == [1]
+    assert body["rejected"][0]["field"] == "device_id"
+
+
 async def test_batch_empty_array_accepts_none(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/heartbeats/batch", content=b"[]", headers=JSON)
     assert response.status_code == 202
