@@ -460,6 +460,7 @@ class AlertWorker:
         try:
             silence = decode_silence(value)
         except ValueError as err:
+            self.metrics.invalid_silences.inc()
             logger.warning(
                 "Skipping invalid silence record %s: %s; it silences nothing",
                 printable(silence_id),
