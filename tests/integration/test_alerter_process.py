@@ -85,6 +85,23 @@ def alerter_env(
     }
 
 
+def restartable_env(
+    kafka_settings: KafkaSettings, mailbox: LocalMailbox, tmp_path: Path
+) -> dict[str, str]:
+    """Return the environment of an alerter that mails each device on its own.
+
+    A static member gets its partitions back at once after a restart.
+    """
+    routes = tmp_path / "routes.toml"
+    routes.write_text(ROUTES)
+    return alerter_env(
+        kafka_settings,
+        mailbox,
+        HBMON_ALERTER_ROUTES_FILE=str(routes),
+        HBMON_ALERTER_INSTANCE_ID=f"alerter-{uuid.uuid4().hex[:8]}",
+    )
+
+
 def start_alerter(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -180,20 +197,12 @@ def test_alerter_killed_after_50_mails_sends_none_again(
     SMTP accept and the sent-log write, which no design can close (see the
     NOTE in alerter/sentlog.py).
     """
-    routes = tmp_path / "routes.toml"
-    routes.write_text(ROUTES)
     events = [make_event(f"sensor-{n:03d}") for n in range(100)]
     publish(kafka_settings, *events)
     log_path = tmp_path / "alerter.log"
 
     with LocalMailbox(tmp_path / "mail", port=0) as mailbox:
-        env = alerter_env(
-            kafka_settings,
-            mailbox,
-            HBMON_ALERTER_ROUTES_FILE=str(routes),
-            # A static member gets its partitions back at once after a restart.
-            HBMON_ALERTER_INSTANCE_ID=f"alerter-{uuid.uuid4().hex[:8]}",
-        )
+        env = restartable_env(kafka_settings, mailbox, tmp_path)
         mailbox.reject_mail(451, after=50)
         first = start_alerter(env, log_path)
         try:
@@ -224,3 +233,53 @@ def test_alerter_killed_after_50_mails_sends_none_again(
     assert exit_code == 0, output
     assert set(ids) == {event.event_id for event in events}
     assert max(ids.values()) == 1, [i for i, n in ids.items() if n > 1]
+
+
+def test_alerter_restart_sends_no_parked_mail(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """Mails parked after a 550 reply stay unsent when a restarted alerter resumes."""
+    parked = [make_event(f"sensor-parked-{n}") for n in range(3)]
+    marker = make_event("sensor-after-restart")
+    publish(kafka_settings, *parked)
+    log_path = tmp_path / "alerter.log"
+
+    def parked_count() -> int:
+        return log_path.read_text(errors="replace").count("Parking DOWN")
+
+    with LocalMailbox(tmp_path / "mail", port=0) as mailbox:
+        env = restartable_env(kafka_settings, mailbox, tmp_path)
+        mailbox.reject_mail(550)
+        first = start_alerter(env, log_path)
+        try:
+            wait_for(
+                lambda: parked_count() >= len(parked) or first.poll() is not None,
+                WAIT_S,
+                "three parked notifications",
+            )
+        finally:
+            first_exit_code = stop(first)
+        rejected_before_restart = mailbox.rejected_count
+
+        mailbox.accept_mail()
+        second = start_alerter(env, log_path)
+        try:
+            publish(kafka_settings, marker)
+            # The lane sends in order, and the restarted alerter queues the
+            # notices of its devices before it reads the marker event, so a
+            # parked mail sent again would arrive before the marker's mail.
+            wait_for(
+                lambda: len(mailbox.paths()) >= 1 or second.poll() is not None,
+                WAIT_S,
+                "the mail of the event published after the restart",
+            )
+            time.sleep(3.0)
+            ids = [str(m["X-Hbmon-Event-Id"]) for m in mailbox.messages()]
+        finally:
+            second_exit_code = stop(second)
+
+    output = log_path.read_text(errors="replace")
+    assert first_exit_code == 0, output
+    assert second_exit_code == 0, output
+    assert rejected_before_restart == len(parked), output
+    assert ids == [marker.event_id], output
