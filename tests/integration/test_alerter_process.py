@@ -7,12 +7,17 @@ import sys
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 from confluent_kafka import Producer
 
+from alerter.matchers import Matcher
+from alerter.settings import AlerterSettings
+from alerter.silences import Silence
+from alerter.topics import ensure_alerter_topics
 from hbmon.events import DEVICE_DOWN, AlertEvent, event_id_for
 from hbmon.kafka import KafkaSettings
 from hbmon.mailbox import LocalMailbox
@@ -21,6 +26,7 @@ from tests.integration.services import ROOT, free_port, wait_for
 pytestmark = pytest.mark.integration
 
 WAIT_S = 60.0
+HTTP_TIMEOUT_S = 30.0
 
 # Runs the role module the way `hbmon alerter` does, without importing the
 # other roles that the `hbmon` parser loads.
@@ -283,3 +289,77 @@ def test_alerter_restart_sends_no_parked_mail(
     assert second_exit_code == 0, output
     assert rejected_before_restart == len(parked), output
     assert ids == [marker.event_id], output
+
+
+def test_alerter_api_survives_invalid_stored_silence(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """A silence record ending after the year 9999 leaves the API working."""
+    api_port, metrics_port = free_port(), free_port()
+    log_path = tmp_path / "alerter.log"
+    with LocalMailbox(tmp_path / "mail", port=0) as mailbox:
+        env = alerter_env(
+            kafka_settings,
+            mailbox,
+            HBMON_ALERTER_API_PORT=str(api_port),
+            HBMON_ALERTER_METRICS_PORT=str(metrics_port),
+        )
+        bad = Silence(
+            "silence-bad",
+            Matcher(device_prefix=("pump-",)),
+            0,
+            253_402_300_800_000,
+            "written by an older alerter",
+            "ops",
+            0,
+        )
+        silence_topic = env["HBMON_ALERTER_SILENCE_TOPIC"]
+        topics = replace(
+            AlerterSettings(),
+            dead_letter_topic=env["HBMON_ALERTER_DEAD_LETTER_TOPIC"],
+            sent_topic=env["HBMON_ALERTER_SENT_TOPIC"],
+            state_topic=env["HBMON_ALERTER_STATE_TOPIC"],
+            silence_topic=silence_topic,
+        )
+        ensure_alerter_topics(kafka_settings, topics)
+        producer = Producer(kafka_settings.client_config())
+        producer.produce(silence_topic, value=bad.encode(), key=bad.silence_id)
+        assert producer.flush(30) == 0
+
+        process = start_alerter(env, log_path)
+        base = f"http://127.0.0.1:{api_port}"
+        try:
+            wait_for(
+                lambda: (
+                    "Alerter started" in log_path.read_text(errors="replace")
+                    or process.poll() is not None
+                ),
+                WAIT_S,
+                "the alerter to start",
+            )
+            rejected = httpx.post(
+                f"{base}/silences",
+                json={
+                    "device_prefix": "pump-",
+                    "duration_s": 1e30,
+                    "comment": "c",
+                    "created_by": "me",
+                },
+                timeout=HTTP_TIMEOUT_S,
+            )
+            listed = httpx.get(f"{base}/silences", timeout=HTTP_TIMEOUT_S)
+            one = httpx.get(f"{base}/silences/silence-bad", timeout=HTTP_TIMEOUT_S)
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            metrics = httpx.get(metrics_url, timeout=HTTP_TIMEOUT_S).text
+        finally:
+            exit_code = stop(process)
+
+    output = log_path.read_text(errors="replace")
+    assert exit_code == 0, output
+    assert rejected.status_code == 400
+    assert rejected.json()["field"] == "duration_s"
+    assert listed.status_code == 200
+    assert listed.json()["silences"] == []
+    assert one.status_code == 404
+    assert "hbmon_alerter_invalid_silences_total 1.0" in metrics
+    assert output.count("Skipping invalid silence record silence-bad") == 1
