@@ -13,6 +13,7 @@ so they survive restarts. With a token set, every request except
 
 import hmac
 import logging
+import math
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import orjson
 import uvicorn
+from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -29,15 +31,26 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from alerter.matchers import MATCHER_KEYS, MatcherError, parse_matcher
-from alerter.message import format_utc
-from alerter.silences import Silence, SilenceStore, new_silence_id
+from alerter.message import format_utc, printable
+from alerter.silences import (
+    MAX_TIME_MS,
+    TIME_RANGE,
+    Silence,
+    SilenceStore,
+    check_time_ms,
+    epoch_ms,
+    new_silence_id,
+)
 from alerter.tables import TopicWriter
+from hbmon.events import InvalidRecord
 
 logger = logging.getLogger(__name__)
 
 REQUEST_KEYS = ("starts_at", "ends_at", "duration_s", "comment", "created_by")
 _MAX_BODY_BYTES = 64 * 1024
 _WRITE_TIMEOUT_S = 10.0
+# About ten years. A longer silence is better written with an explicit ends_at.
+MAX_DURATION_S = 10 * 365 * 86_400
 
 
 class RequestError(ValueError):
@@ -52,8 +65,9 @@ def parse_request(data: object, now_ms: int, created_by_default: str = "") -> Si
     """Build a silence from a POST body.
 
     Keys: `device_prefix`, `device_glob`, `attrs` (at least one), `ends_at`
-    (ISO 8601 with offset) or `duration_s`, optional `starts_at` (default
-    now), and `comment` and `created_by`, both required.
+    (ISO 8601 with offset) or `duration_s` (at most MAX_DURATION_S),
+    optional `starts_at` (default now), and `comment` and `created_by`, both
+    required. Times must lie in TIME_RANGE.
 
     Raises:
         RequestError: a key is missing, unknown or invalid.
@@ -118,19 +132,28 @@ def create_app(
     writer: TopicWriter | None,
     token: str = "",
     clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    invalid_silences: Counter | None = None,
 ) -> Starlette:
-    """Create the Starlette app of the silences API."""
+    """Create the Starlette app of the silences API.
+
+    A stored silence whose times cannot be shown is left out of every reply,
+    logged once and counted in `invalid_silences`, so it cannot break the
+    listing of the others.
+    """
+    skipped = _SkippedSilences(invalid_silences)
 
     async def list_silences(request: Request) -> Response:
         now_ms = clock_ms()
         silences = sorted(store.all(), key=lambda s: s.starts_ms, reverse=True)
-        return JSONResponse({"silences": [silence_json(s, now_ms) for s in silences]})
+        rendered = [skipped.render(silence, now_ms) for silence in silences]
+        return JSONResponse({"silences": [s for s in rendered if s is not None]})
 
     async def get_silence(request: Request) -> Response:
         silence = store.get(request.path_params["silence_id"])
-        if silence is None:
-            return _error(404, "silence_id", "no silence has this id")
-        return JSONResponse(silence_json(silence, clock_ms()))
+        rendered = None if silence is None else skipped.render(silence, clock_ms())
+        if rendered is None:
+            return _error(404, "silence_id", "no valid silence has this id")
+        return JSONResponse(rendered)
 
     async def create_silence(request: Request) -> Response:
         body = await request.body()
@@ -216,6 +239,38 @@ class ApiServer:
         self._socket.close()
 
 
+class _SkippedSilences:
+    """Renderer of silences for API replies that logs and counts invalid ones."""
+
+    def __init__(self, counter: Counter | None) -> None:
+        self.counter = counter
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+
+    def render(self, silence: Silence, now_ms: int) -> dict[str, Any] | None:
+        """Return the API form of `silence`, or None when its times are invalid."""
+        try:
+            return silence_json(silence, now_ms)
+        except InvalidRecord as err:
+            self._skip(silence.silence_id, err)
+            return None
+
+    def _skip(self, silence_id: str, err: InvalidRecord) -> None:
+        with self._lock:
+            if silence_id in self._logged:
+                return
+            self._logged.add(silence_id)
+        if self.counter is not None:
+            self.counter.inc()
+        logger.warning(
+            "Skipping invalid silence %s in API replies: %s; expire it with "
+            "DELETE /silences/%s",
+            printable(silence_id),
+            err,
+            printable(silence_id),
+        )
+
+
 class _BearerToken:
     """ASGI middleware that returns 401 unless the request carries the token."""
 
@@ -265,7 +320,12 @@ def _time(data: dict[str, Any], key: str) -> int:
         raise RequestError(key, f"is not an ISO 8601 time ({err})") from err
     if moment.tzinfo is None:
         raise RequestError(key, "needs an offset such as Z or +02:00")
-    return int(moment.timestamp() * 1000)
+    moment_ms = epoch_ms(moment)
+    try:
+        check_time_ms(key, moment_ms)
+    except ValueError as err:
+        raise RequestError(key, str(err).split(": ", 1)[1]) from err
+    return moment_ms
 
 
 def _ends(data: dict[str, Any], starts_ms: int) -> int:
@@ -277,12 +337,21 @@ def _ends(data: dict[str, Any], starts_ms: int) -> int:
     if (
         isinstance(duration, bool)
         or not isinstance(duration, int | float)
-        or duration <= 0
+        or not math.isfinite(duration)
+        or not 0 < duration <= MAX_DURATION_S
     ):
         raise RequestError(
-            "duration_s", "give ends_at, or duration_s as a positive number"
+            "duration_s",
+            f"give ends_at, or duration_s as a number of seconds above 0 and at "
+            f"most {MAX_DURATION_S:,}",
         )
-    return starts_ms + int(duration * 1000)
+    ends_ms = starts_ms + int(duration * 1000)
+    if ends_ms > MAX_TIME_MS:
+        raise RequestError(
+            "duration_s",
+            f"starts_at plus duration_s must end within {TIME_RANGE}",
+        )
+    return ends_ms
 
 
 def _error(status: int, field: str, rule: str) -> JSONResponse:

@@ -78,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         worker = build_worker(kafka, settings, registry, config)
         if settings.api_port:
             app = create_app(
-                worker.silences, worker.stores.silence_writer, settings.api_token
+                worker.silences,
+                worker.stores.silence_writer,
+                settings.api_token,
+                invalid_silences=worker.metrics.invalid_silences,
             )
             api_server = ApiServer(app, settings.api_host, settings.api_port)
             api_server.start()

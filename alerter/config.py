@@ -20,7 +20,7 @@ from alerter._toml_lines import key_lines, line_of
 from alerter.matchers import MATCHER_KEYS, MatcherError, parse_matcher
 from alerter.routing import ChannelConfig, Receiver, Route, Router, Timing
 from alerter.settings import AlerterSettings, address_problem
-from alerter.silences import Silence
+from alerter.silences import Silence, check_time_ms, epoch_ms
 
 TOP_KEYS = ("defaults", "flapping", "receivers", "routes", "default_route", "silences")
 TIMING_KEYS = (
@@ -393,7 +393,12 @@ class _Parser:
                 (*path, key),
                 "must be a TOML date-time with an offset, such as 2025-06-01T20:00:00Z",
             )
-        return int(value.timestamp() * 1000)
+        value_ms = epoch_ms(value)
+        try:
+            check_time_ms(key, value_ms)
+        except ValueError as err:
+            self._fail((*path, key), str(err).split(": ", 1)[1])
+        return value_ms
 
     def _number(
         self,

@@ -229,16 +229,27 @@ class Lane:
         written = self.dead_letters.park(
             self.name, notification, notification.items, reason, err.code, parked_ms
         )
+        # Items count as handled, so that a restart skips them, only once the
+        # broker has the dead-letter record. A crash between the two writes
+        # sends the notification again after a restart instead of losing it.
+        recorded = written and self.sent_log.record(
+            self.name,
+            [item.key for item in notification.items],
+            notification.notification_id,
+            parked_ms,
+            parked=True,
+        )
         logger.error(
             "Parking %s notification %s (%d events, route %s) for %s: %s. It is "
-            "written to the dead-letter topic%s, and the lane goes on with the next",
+            "written to the dead-letter topic and the sent log%s, and the lane "
+            "goes on with the next",
             notification.kind.name,
             notification.notification_id,
             len(notification.items),
             notification.route,
             self.name,
             reason,
-            "" if written else " (NOT acknowledged by the broker within 10 s)",
+            "" if recorded else " (NOT acknowledged by the broker within 10 s)",
         )
         task.units.pop(0)
         task.failures, task.first_failure_s = 0, None

@@ -23,6 +23,11 @@ class AlerterMetrics:
             "Records on the alert topic that could not be decoded and were skipped.",
             registry=registry,
         )
+        self.invalid_silences = Counter(
+            "hbmon_alerter_invalid_silences",
+            "Stored silences skipped because their record is invalid.",
+            registry=registry,
+        )
         self.duplicates_skipped = Counter(
             "hbmon_alerter_duplicates_skipped",
             "Events read again whose notification was already decided.",

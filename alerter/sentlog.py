@@ -1,8 +1,10 @@
-"""The sent log: which items each channel delivered, kept in a compacted topic.
+"""The sent log: which items each channel handled, kept in a compacted topic.
 
-After a restart the alerter reads again the records whose offsets were
-not committed. Before sending, each channel drops the items that the sent
-log lists for it, so a restart sends nothing twice.
+An item is handled once its channel delivered it or parked it on the
+dead-letter topic. After a restart the alerter reads again the records
+whose offsets were not committed and sends again the notices of its
+devices. Before sending, each channel drops the items that the sent log
+lists for it, so a restart sends nothing twice and nothing that was parked.
 
 NOTE: an SMTP or HTTP accept and the write to the sent log cannot be made
 atomic. If the alerter dies after the receiver accepted a notification
@@ -49,10 +51,20 @@ class SentLog:
         return sent_key(lane, item_key) in self
 
     def record(
-        self, lane: str, item_keys: list[str], notification_id: str, sent_ms: int
+        self,
+        lane: str,
+        item_keys: list[str],
+        notification_id: str,
+        sent_ms: int,
+        *,
+        parked: bool = False,
     ) -> bool:
-        """Record delivered items and wait for the broker; return False on timeout."""
-        value = orjson.dumps({"notification_id": notification_id, "sent_ms": sent_ms})
+        """Record delivered or parked items and wait for the broker.
+
+        Return False when the broker did not acknowledge them within 10 s.
+        """
+        time_key = "parked_ms" if parked else "sent_ms"
+        value = orjson.dumps({"notification_id": notification_id, time_key: sent_ms})
         keys = [sent_key(lane, item_key) for item_key in item_keys]
         with self._lock:
             self._keys.update(keys)

@@ -26,6 +26,11 @@ class AlerterSettings:
     smtp_password: str = field(default="", repr=False)
     smtp_ca_file: str = ""
     smtp_timeout_s: float = 10.0
+    # The wait from the DATA command to the reply to the end of the message.
+    # RFC 5321 section 4.5.3.2.6 recommends at least 10 minutes for that
+    # reply, because a server may accept a mail after a shorter client
+    # timeout, and the retry then delivers it again.
+    smtp_data_timeout_s: float = 600.0
     sender: str = "hbmon-alerter@localhost"
     recipients: tuple[str, ...] = ("oncall@localhost",)
     group_id: str = "hbmon-alerter"
@@ -80,6 +85,9 @@ class AlerterSettings:
             smtp_password=env_str("HBMON_SMTP_PASSWORD", ""),
             smtp_ca_file=env_str("HBMON_SMTP_CA_FILE", ""),
             smtp_timeout_s=_seconds("HBMON_SMTP_TIMEOUT_S", d.smtp_timeout_s, 0.1),
+            smtp_data_timeout_s=_seconds(
+                "HBMON_SMTP_DATA_TIMEOUT_S", d.smtp_data_timeout_s, 0.1
+            ),
             sender=env_str("HBMON_ALERTER_SENDER", d.sender),
             recipients=tuple(env_list("HBMON_ALERTER_RECIPIENTS", list(d.recipients))),
             group_id=env_str("HBMON_ALERTER_GROUP_ID", d.group_id),

@@ -9,6 +9,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -19,6 +20,13 @@ from hbmon.events import AlertEvent
 SOURCES = ("api", "config")
 # Expired silences stay listed this long, then they are dropped.
 EXPIRED_KEEP_MS = 7 * 86_400_000
+# Silence times must format as ISO 8601, and Python's datetime ends with the
+# year 9999. Times before the Unix epoch have no use for a silence.
+MIN_TIME_MS = 0
+MAX_TIME_MS = 253_402_300_799_999
+TIME_RANGE = "1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +86,7 @@ def decode_silence(value: bytes) -> Silence:
     matcher = data.get("matcher")
     if not isinstance(matcher, Mapping):
         raise ValueError("matcher: must be an object")
-    return Silence(
+    silence = Silence(
         silence_id=_field(data, "silence_id", str),
         matcher=parse_matcher(matcher),
         starts_ms=_field(data, "starts_ms", int),
@@ -88,6 +96,28 @@ def decode_silence(value: bytes) -> Silence:
         created_ms=_field(data, "created_ms", int),
         source=_field(data, "source", str),
     )
+    for name in ("starts_ms", "ends_ms", "created_ms"):
+        check_time_ms(name, getattr(silence, name))
+    return silence
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Convert an aware datetime to whole milliseconds since the Unix epoch.
+
+    Integer arithmetic, unlike `timestamp() * 1000`, never rounds a time
+    such as 9999-12-31T23:59:59.999999Z up into the year 10000.
+    """
+    return (moment - _EPOCH) // _MILLISECOND
+
+
+def check_time_ms(name: str, value_ms: int) -> None:
+    """Check that a silence time lies in TIME_RANGE.
+
+    Raises:
+        ValueError: the time is outside the range; the message names `name`.
+    """
+    if not MIN_TIME_MS <= value_ms <= MAX_TIME_MS:
+        raise ValueError(f"{name}: must be a time from {TIME_RANGE}")
 
 
 def new_silence_id() -> str:

@@ -8,9 +8,13 @@ import logging
 import smtplib
 import ssl
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from alerter.channels.base import DeliveryError
 from alerter.settings import AlerterSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +27,37 @@ _COMMANDS = {
 }
 
 
+class _Smtp(smtplib.SMTP):
+    """smtplib.SMTP with a separate socket timeout for the DATA exchange.
+
+    `data_timeout_s` covers the DATA command, the message data and the
+    reply to its end. Every other step keeps the constructor's timeout.
+    """
+
+    data_timeout_s: float | None = None
+
+    def data(self, msg: "Buffer | str") -> tuple[int, bytes]:
+        if self.sock is None or self.data_timeout_s is None:
+            return super().data(msg)
+        self.sock.settimeout(self.data_timeout_s)
+        try:
+            return super().data(msg)
+        finally:
+            if self.sock is not None:
+                self.sock.settimeout(self.timeout)
+
+
+class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
+    """_Smtp over implicit TLS."""
+
+
 class SmtpMailer:
     """An SMTP client that keeps one connection open across mails.
 
     `smtp_timeout_s` applies to each blocking socket operation: the
-    connect and every command's reply. Not thread-safe.
+    connect and every command's reply. The DATA exchange, up to the reply
+    to the end of the message, has `smtp_data_timeout_s` instead. Not
+    thread-safe.
     """
 
     def __init__(self, settings: AlerterSettings) -> None:
@@ -89,18 +119,19 @@ class SmtpMailer:
                 cafile = settings.smtp_ca_file or None
                 context = ssl.create_default_context(cafile=cafile)
             if settings.smtp_security == "tls":
-                connection: smtplib.SMTP = smtplib.SMTP_SSL(
+                connection: _Smtp = _SmtpSsl(
                     settings.smtp_host,
                     settings.smtp_port,
                     timeout=settings.smtp_timeout_s,
                     context=context,
                 )
             else:
-                connection = smtplib.SMTP(
+                connection = _Smtp(
                     settings.smtp_host,
                     settings.smtp_port,
                     timeout=settings.smtp_timeout_s,
                 )
+            connection.data_timeout_s = settings.smtp_data_timeout_s
         except OSError as err:
             step = f"connecting to SMTP server {self.address}"
             raise _setup_error(step, err) from err

@@ -219,6 +219,9 @@ class AlertWorker:
 
     def close(self) -> None:
         """Stop the lanes, commit settled offsets, leave the group, close clients."""
+        # NOTE: a lane still waiting for the reply to the end of DATA (up to
+        # HBMON_SMTP_DATA_TIMEOUT_S) is not waited for. If the server accepts
+        # that mail anyway, the sent log misses it and a restart sends it again.
         self.dispatcher.stop(timeout_s=self.settings.smtp_timeout_s + 1.0)
         self._persist_state()
         self._commit(force=True)
@@ -460,6 +463,7 @@ class AlertWorker:
         try:
             silence = decode_silence(value)
         except ValueError as err:
+            self.metrics.invalid_silences.inc()
             logger.warning(
                 "Skipping invalid silence record %s: %s; it silences nothing",
                 printable(silence_id),

@@ -141,6 +141,20 @@ class LocalMailbox:
             self._handler.accept_budget = after
             self._handler.rejection = (code, stage)
 
+    def delay_data_reply(self, delay_s: float) -> None:
+        """Store each mail, then wait `delay_s` before replying to its DATA.
+
+        A client that times out before the reply and retries delivers the
+        same mail twice. 0 replies at once again.
+
+        Raises:
+            ValueError: `delay_s` is negative.
+        """
+        if delay_s < 0:
+            raise ValueError(f"delay_s={delay_s} is invalid; use 0 or more")
+        with self._handler.lock:
+            self._handler.data_delay_s = delay_s
+
     def accept_mail(self) -> None:
         """Accept and store mail again after reject_mail()."""
         with self._handler.lock:
@@ -188,6 +202,8 @@ class _StoringHandler:
         # Mails still accepted before `rejection` applies.
         self.accept_budget = 0
         self.rejected_count = 0
+        # Seconds between storing a mail and the reply to its DATA.
+        self.data_delay_s = 0.0
         self._counter = itertools.count(1)
         self.lock = threading.Lock()
 
@@ -216,6 +232,10 @@ class _StoringHandler:
                 self.accept_budget -= 1
         path = self._store(session, envelope)
         logger.debug("Stored mail from %s in %s", envelope.mail_from, path.name)
+        with self.lock:
+            delay_s = self.data_delay_s
+        if delay_s:
+            await asyncio.sleep(delay_s)
         return "250 Message accepted for delivery"
 
     def _rejection_reply(self, stage: str) -> str | None:

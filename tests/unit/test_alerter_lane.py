@@ -197,6 +197,28 @@ def test_lane_parks_after_retrying_for_too_long(registry: CollectorRegistry) -> 
     assert sample(registry, "hbmon_alerter_notifications_parked_total") == 1
 
 
+def test_lane_records_parked_items_as_handled(
+    registry: CollectorRegistry,
+) -> None:
+    sent_log = SentLog(None)
+    channel, clock = ScriptedChannel(PERMANENT, *[TRANSIENT] * 100), Clock()
+    lane = make_lane(channel, registry, clock, sent_log)
+    lane.submit(notification("permanent"), {})
+    lane.submit(notification("timed-out"), {})
+
+    while lane.depth():
+        lane.deliver_one(0.0)
+        clock.now_s += 5.0
+    # A restart submits the notices of its devices again.
+    queued_again = lane.submit(notification("permanent", "timed-out"), {})
+
+    assert channel.sent == []
+    assert sample(registry, "hbmon_alerter_notifications_parked_total") == 2
+    assert sent_log.was_sent("oncall/email", "permanent")
+    assert sent_log.was_sent("oncall/email", "timed-out")
+    assert queued_again == 0
+
+
 def test_lane_reports_depth_and_oldest_age(registry: CollectorRegistry) -> None:
     clock = Clock()
     lane = make_lane(ScriptedChannel(), registry, clock)

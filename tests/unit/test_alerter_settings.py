@@ -36,6 +36,7 @@ def test_from_env_reads_every_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HBMON_SMTP_PASSWORD", "s3cret")
     monkeypatch.setenv("HBMON_SMTP_CA_FILE", __file__)
     monkeypatch.setenv("HBMON_SMTP_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("HBMON_SMTP_DATA_TIMEOUT_S", "120")
     monkeypatch.setenv("HBMON_ALERTER_SENDER", "hbmon@example.com")
     monkeypatch.setenv("HBMON_ALERTER_RECIPIENTS", "a@example.com, b@example.com")
     monkeypatch.setenv("HBMON_ALERTER_GROUP_ID", "alerter-eu")
@@ -54,6 +55,7 @@ def test_from_env_reads_every_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.smtp_password == "s3cret"
     assert settings.smtp_ca_file == __file__
     assert settings.smtp_timeout_s == 2.5
+    assert settings.smtp_data_timeout_s == 120.0
     assert settings.sender == "hbmon@example.com"
     assert settings.recipients == ("a@example.com", "b@example.com")
     assert settings.group_id == "alerter-eu"

@@ -1,10 +1,12 @@
 """Silences: matching, expiry, encoding, and the HTTP API that manages them."""
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
 
 from alerter.api import create_app
@@ -182,3 +184,69 @@ def test_api_token_is_required_when_set() -> None:
     assert client.get("/healthz").status_code == 200
     headers = {"Authorization": "Bearer t0ken"}
     assert client.get("/silences", headers=headers).status_code == 200
+
+
+BASE_REQUEST = {"device_prefix": "pump-", "comment": "c", "created_by": "me"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"ends_at": "9999-12-31T23:59:59-01:00"}, "ends_at"),
+        ({"starts_at": "9999-12-31T23:59:59Z", "duration_s": 86400}, "duration_s"),
+        ({"starts_at": "1969-12-31T23:59:59Z", "duration_s": 60}, "starts_at"),
+        ({"duration_s": 1e30}, "duration_s"),
+        ({"duration_s": 10**30}, "duration_s"),
+        ({"duration_s": 315_360_001}, "duration_s"),
+        ({"duration_s": -5}, "duration_s"),
+    ],
+)
+def test_api_rejects_time_out_of_range(
+    client: ApiClient, extra: dict, field: str
+) -> None:
+    response = client.post("/silences", json={**BASE_REQUEST, **extra})
+
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+    assert client.get("/silences").json()["silences"] == []
+
+
+def test_api_accepts_last_representable_end(client: ApiClient) -> None:
+    ends_at = "9999-12-31T23:59:59.999999+00:00"
+
+    created = client.post("/silences", json={**BASE_REQUEST, "ends_at": ends_at})
+    listed = client.get("/silences")
+
+    assert created.status_code == 201
+    assert created.json()["ends_at"] == "9999-12-31T23:59:59.999Z"
+    assert listed.status_code == 200
+    assert len(listed.json()["silences"]) == 1
+
+
+def test_api_skips_invalid_stored_silence(caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    counter = Counter("invalid_silences", "test counter", registry=registry)
+    store = SilenceStore((silence(NOW_MS, NOW_MS + 60_000),))
+    store.put(replace(silence(NOW_MS, 253_402_300_800_000), silence_id="s-bad"))
+    app = create_app(store, None, clock_ms=lambda: NOW_MS, invalid_silences=counter)
+    client = ApiClient(app)
+
+    listed = client.get("/silences")
+    listed_again = client.get("/silences")
+    one = client.get("/silences/s-bad")
+
+    assert listed.status_code == 200
+    assert [s["id"] for s in listed.json()["silences"]] == ["s-1"]
+    assert listed_again.status_code == 200
+    assert one.status_code == 404
+    assert one.json()["field"] == "silence_id"
+    assert registry.get_sample_value("invalid_silences_total") == 1.0
+    skip_lines = [r for r in caplog.records if "s-bad" in r.getMessage()]
+    assert len(skip_lines) == 1
+
+
+def test_decode_rejects_time_out_of_range() -> None:
+    bad = silence(NOW_MS, 253_402_300_800_000)
+
+    with pytest.raises(ValueError, match="ends_ms"):
+        decode_silence(bad.encode())

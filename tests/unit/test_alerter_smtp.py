@@ -173,6 +173,41 @@ def test_send_silent_server_times_out_as_transient(settings: AlerterSettings) ->
     assert "timed out" in str(caught.value)
 
 
+def test_send_waits_for_slow_data_reply(
+    settings: AlerterSettings, mailbox: LocalMailbox
+) -> None:
+    # The reply to the end of DATA comes after the command timeout, but
+    # within the DATA timeout, so the mail is delivered once and not retried.
+    mailbox.delay_data_reply(1.5)
+    mailer = SmtpMailer(replace(settings, smtp_timeout_s=0.5, smtp_data_timeout_s=10.0))
+    try:
+        rejected = mailer.send(sample_message())
+        rejected_second = mailer.send(sample_message("second"))
+    finally:
+        mailer.close()
+
+    assert rejected == {}
+    assert rejected_second == {}
+    assert len(mailbox.paths()) == 2
+
+
+def test_send_data_reply_times_out_as_transient(
+    settings: AlerterSettings, mailbox: LocalMailbox
+) -> None:
+    mailbox.delay_data_reply(2.0)
+    mailer = SmtpMailer(replace(settings, smtp_timeout_s=5.0, smtp_data_timeout_s=0.3))
+
+    with pytest.raises(DeliveryError) as caught:
+        mailer.send(sample_message())
+
+    assert caught.value.retriable is True
+    assert "timed out" in str(caught.value)
+
+
+def test_data_timeout_default_follows_rfc_5321() -> None:
+    assert AlerterSettings().smtp_data_timeout_s == 600.0
+
+
 def test_send_starttls_with_login(
     tmp_path: Path, server_tls: ssl.SSLContext, certificate: tuple[Path, Path]
 ) -> None:
