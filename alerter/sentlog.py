@@ -49,10 +49,21 @@ class SentLog:
         return sent_key(lane, item_key) in self
 
     def record(
-        self, lane: str, item_keys: list[str], notification_id: str, sent_ms: int
+        self,
+        lane: str,
+        item_keys: list[str],
+        notification_id: str,
+        sent_ms: int,
+        outcome: str = "sent",
     ) -> bool:
-        """Record delivered items and wait for the broker; return False on timeout."""
-        value = orjson.dumps({"notification_id": notification_id, "sent_ms": sent_ms})
+        """Record settled items and wait for the broker; return False on timeout.
+
+        `outcome` is "sent" for delivered items and "cancelled" for items
+        that must never be sent (see Grouper.add). Lanes skip both alike.
+        """
+        value = orjson.dumps(
+            {"notification_id": notification_id, "sent_ms": sent_ms, "outcome": outcome}
+        )
         keys = [sent_key(lane, item_key) for item_key in item_keys]
         with self._lock:
             self._keys.update(keys)
