@@ -55,7 +55,8 @@ class DeviceState:
 
     `notified_down` is True while the last notification about the device
     said it is DOWN. `notice` is the last item decided for the device. It is
-    sent again after a restart, and the sent log drops it if it was delivered.
+    sent again after a restart unless the sent log lists it as delivered or
+    cancelled.
     """
 
     device_id: str

@@ -111,6 +111,12 @@ class Lane:
             self._wakeup.notify()
             return len(fresh)
 
+    def has_item(self, item_key: str) -> bool:
+        """Return True if the item was sent, or is queued, on this lane."""
+        with self._wakeup:
+            queued = item_key in self._pending
+        return queued or self.sent_log.was_sent(self.name, item_key)
+
     def deliver_one(self, wait_s: float) -> bool:
         """Make one delivery attempt if the head of the queue is due.
 
@@ -237,7 +243,7 @@ class Lane:
             [item.key for item in notification.items],
             notification.notification_id,
             parked_ms,
-            parked=True,
+            outcome="parked",
         )
         logger.error(
             "Parking %s notification %s (%d events, route %s) for %s: %s. It is "
@@ -326,10 +332,37 @@ class Dispatcher:
         Return the number of (lane, item) pairs queued.
         """
         queued = 0
-        for receiver in route.receivers:
-            for lane in self.lanes.get(receiver, []):
-                queued += lane.submit(notification, refs)
+        for lane in self.route_lanes(route):
+            queued += lane.submit(notification, refs)
         return queued
+
+    def route_lanes(self, route: Route) -> list[Lane]:
+        return [lane for r in route.receivers for lane in self.lanes.get(r, [])]
+
+    def was_sent(self, route: Route, item: Item) -> bool:
+        """Return True if every lane of the route has sent or settled the item."""
+        lanes = self.route_lanes(route)
+        return bool(lanes) and all(
+            lane.sent_log.was_sent(lane.name, item.key) for lane in lanes
+        )
+
+    def cancel(self, route: Route, pair: tuple[Item, ...], now_ms: int) -> bool:
+        """Record a cancelled pair in the sent log of each lane of the route.
+
+        So a restart or a record read again never sends either item. A lane
+        that has the pair's first item already (a route sharing the lane sent
+        it) records nothing, because the second item must still reach it. Return
+        False if the broker did not acknowledge within 10 s.
+        """
+        keys = [item.key for item in pair]
+        acknowledged = True
+        for lane in self.route_lanes(route):
+            if lane.has_item(keys[0]):
+                continue
+            acknowledged &= lane.sent_log.record(
+                lane.name, keys, "", now_ms, outcome="cancelled"
+            )
+        return acknowledged
 
     def all_lanes(self) -> list[Lane]:
         return [lane for lanes in self.lanes.values() for lane in lanes]

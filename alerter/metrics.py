@@ -40,6 +40,14 @@ class AlerterMetrics:
             ["verdict"],
             registry=registry,
         )
+        self.cancelled = Counter(
+            "hbmon_alerter_notifications_cancelled",
+            "Unsent notification items dropped because the device changed state "
+            "again before they left their group, by kind: DOWN, RECOVERED, STILL "
+            "DOWN.",
+            ["kind"],
+            registry=registry,
+        )
         self.sent = Counter(
             "hbmon_alerter_notifications_sent",
             "Notifications the receiver accepted.",

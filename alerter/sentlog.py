@@ -56,15 +56,17 @@ class SentLog:
         item_keys: list[str],
         notification_id: str,
         sent_ms: int,
-        *,
-        parked: bool = False,
+        outcome: str = "sent",
     ) -> bool:
-        """Record delivered or parked items and wait for the broker.
+        """Record settled items and wait for the broker; return False on timeout.
 
-        Return False when the broker did not acknowledge them within 10 s.
+        `outcome` is "sent" for delivered items, "parked" for items written
+        to the dead-letter topic, and "cancelled" for items that must never
+        be sent (see Grouper.add). Lanes skip all three alike.
         """
-        time_key = "parked_ms" if parked else "sent_ms"
-        value = orjson.dumps({"notification_id": notification_id, time_key: sent_ms})
+        value = orjson.dumps(
+            {"notification_id": notification_id, "sent_ms": sent_ms, "outcome": outcome}
+        )
         keys = [sent_key(lane, item_key) for item_key in item_keys]
         with self._lock:
             self._keys.update(keys)

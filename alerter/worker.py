@@ -293,7 +293,7 @@ class AlertWorker:
             self.recent_ids.add(event.event_id)
             item = Item(kind_of(event), event.event_id, event)
             for route in self.router.routes_for(event):
-                self.grouper.add(route, item, [ref], now_s)
+                self._group(route, item, [ref], now_s)
             return
 
         silence = self.silences.silencing(event, now_ms)
@@ -305,7 +305,7 @@ class AlertWorker:
             self._log_decision(event, decision.verdict, silence)
         if decision.item is not None:
             for route in self.router.routes_for(event):
-                self.grouper.add(route, decision.item, [ref], now_s)
+                self._group(route, decision.item, [ref], now_s)
 
     def _review(self, now_s: float) -> None:
         now_ms = int(time.time() * 1000)
@@ -319,7 +319,7 @@ class AlertWorker:
         )
         for item in items:
             for route in self._routes_for_item(item):
-                self.grouper.add(route, item, [], now_s)
+                self._group(route, item, [], now_s)
             logger.info(
                 "Device %s: sending %s notification held back or due (%s)",
                 printable(item.event.device_id),
@@ -327,6 +327,43 @@ class AlertWorker:
                 item.key,
             )
         self._drop_stale_silences(now_ms)
+
+    def _group(
+        self, route: Route, item: Item, refs: list[RecordRef], now_s: float
+    ) -> None:
+        cancelled = self.grouper.add(route, item, refs, now_s)
+        if cancelled is None:
+            return
+        for removed in cancelled.pair + cancelled.stale:
+            self.metrics.cancelled.labels(removed.kind.value).inc()
+        if cancelled.pair:
+            now_ms = int(time.time() * 1000)
+            if not self.dispatcher.cancel(route, cancelled.pair, now_ms):
+                logger.warning(
+                    "The broker did not acknowledge within 10 s that events %s were "
+                    "cancelled; continuing, but a restart before they land may send "
+                    "them",
+                    ", ".join(removed.key for removed in cancelled.pair),
+                )
+            self._log_cancelled(route, cancelled.pair)
+
+    def _log_cancelled(self, route: Route, pair: tuple[Item, ...]) -> None:
+        suppressed = self._log_limit.allow("cancelled")
+        if suppressed is None:
+            return
+        first, second = pair
+        logger.info(
+            "Device %s: %s event %s and %s event %s both cancelled on route %s, "
+            "because the device changed state again before the first was sent; "
+            "the last state sent stays true%s",
+            printable(first.event.device_id),
+            first.kind.name,
+            first.key,
+            second.kind.name,
+            second.key,
+            route.name,
+            _suppressed_note(suppressed),
+        )
 
     def _routes_for_item(self, item: Item) -> list[Route]:
         routes = self.router.routes_for(item.event)
@@ -337,8 +374,11 @@ class AlertWorker:
     def _flush_groups(self, now_s: float) -> None:
         for batch in self.grouper.due(now_s):
             route = self.router.route_named(batch.notification.route)
+            queued = 0
             if route is not None:
-                self.dispatcher.dispatch(route, batch.notification, batch.refs)
+                queued = self.dispatcher.dispatch(route, batch.notification, batch.refs)
+            if queued == 0:
+                self.grouper.reopen(batch)
             self.grouper.release(batch)
 
     def _wait_s(self, timeout_s: float) -> float:
@@ -397,12 +437,14 @@ class AlertWorker:
         self._assigned.update(numbers)
 
         # Send again what was decided for these devices before a restart or
-        # a rebalance; lanes drop what the sent log lists as delivered.
+        # a rebalance and is not sent yet. Notices that the sent log lists
+        # for every lane only rebuild state, so they open no group.
         since_ms = int((time.time() - self.settings.sent_retention_s / 2) * 1000)
         now_s = time.monotonic()
         for item in self.book.notices(numbers, since_ms):
             for route in self._routes_for_item(item):
-                self.grouper.add(route, item, [], now_s)
+                if not self.dispatcher.was_sent(route, item):
+                    self._group(route, item, [], now_s)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = set(tp.partition for tp in partitions)

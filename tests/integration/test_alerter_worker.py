@@ -685,3 +685,126 @@ def test_flapping_device_gets_one_notice_then_its_final_state(
         m for m in mailbox.messages() if m["X-Hbmon-Notification"] == "REMINDER"
     )
     assert str(reminder["Subject"]).startswith("[STILL DOWN] flappy silent for")
+
+
+# A long group interval, so that a notification held by it is easy to tell
+# from one that leaves after the group wait.
+ORDER_ROUTES = """
+[defaults]
+group_wait_s = 1
+group_interval_s = 10
+[receivers.oncall]
+email = ["oncall@example.com"]
+[default_route]
+receivers = ["oncall"]
+"""
+
+
+def subjects(mailbox: LocalMailbox) -> list[str]:
+    return [str(mail["Subject"]) for mail in mailbox.messages()]
+
+
+def start_worker(
+    kafka_settings: KafkaSettings, alerter_settings: AlerterSettings, text: str
+) -> AlertWorker:
+    """Start a worker with metrics of its own, for tests that close it to restart."""
+    config = routes(text, alerter_settings)
+    worker = build_worker(kafka_settings, alerter_settings, CollectorRegistry(), config)
+    worker.start()
+    drive(worker, lambda: bool(worker.assigned_partitions), "an assignment")
+    return worker
+
+
+def flip_while_down_group_waits(
+    worker: AlertWorker,
+    producer: Producer,
+    kafka_settings: KafkaSettings,
+    mailbox: LocalMailbox,
+) -> None:
+    """Mail k-06's DOWN, then publish k-05's DOWN and, 1 s later, its RECOVERED.
+
+    k-06's mail starts the DOWN group's interval, so k-05's DOWN waits in
+    the group when its RECOVERED is read.
+    """
+    publish(producer, kafka_settings, make_event("k-06"))
+    drive(worker, lambda: len(mailbox.paths()) == 1, "the DOWN mail of k-06")
+    last_seen_ms = int(time.time() * 1000) - 11_000
+    publish(producer, kafka_settings, make_event("k-05", DEVICE_DOWN, last_seen_ms))
+    drive_for(worker, 1.0)
+    recovered = make_event("k-05", DEVICE_RECOVERED, last_seen_ms)
+    publish(producer, kafka_settings, recovered)
+
+
+def test_recovery_before_down_is_sent_cancels_both(
+    make_worker: Callable[..., AlertWorker],
+    producer: Producer,
+    kafka_settings: KafkaSettings,
+    alerter_settings: AlerterSettings,
+    mailbox: LocalMailbox,
+    registry: CollectorRegistry,
+) -> None:
+    worker = make_worker(ORDER_ROUTES)
+    flip_while_down_group_waits(worker, producer, kafka_settings, mailbox)
+    drive_for(worker, 13.0)
+
+    assert mails_about(mailbox, "k-05") == [], subjects(mailbox)
+    cancelled = "hbmon_alerter_notifications_cancelled_total"
+    assert metric(registry, cancelled, kind="DOWN") == 1
+    assert metric(registry, cancelled, kind="RECOVERED") == 1
+    group = alerter_settings.group_id
+    drive(worker, lambda: committed_offset(kafka_settings, group) == 3, "commit")
+
+
+def test_cancelled_pair_stays_unsent_after_restart(
+    make_worker: Callable[..., AlertWorker],
+    producer: Producer,
+    kafka_settings: KafkaSettings,
+    alerter_settings: AlerterSettings,
+    mailbox: LocalMailbox,
+) -> None:
+    first = start_worker(kafka_settings, alerter_settings, ORDER_ROUTES)
+    try:
+        flip_while_down_group_waits(first, producer, kafka_settings, mailbox)
+        group = alerter_settings.group_id
+        drive(first, lambda: committed_offset(kafka_settings, group) == 3, "commit")
+    finally:
+        first.close()
+
+    second = make_worker(ORDER_ROUTES)
+    drive_for(second, 13.0)
+
+    assert mails_about(mailbox, "k-05") == [], subjects(mailbox)
+
+
+def test_restart_keeps_group_wait_for_new_down(
+    make_worker: Callable[..., AlertWorker],
+    producer: Producer,
+    kafka_settings: KafkaSettings,
+    alerter_settings: AlerterSettings,
+    mailbox: LocalMailbox,
+) -> None:
+    slow_interval = ORDER_ROUTES.replace(
+        "group_interval_s = 10", "group_interval_s = 120"
+    )
+    first = start_worker(kafka_settings, alerter_settings, slow_interval)
+    try:
+        publish(producer, kafka_settings, make_event("before-restart"))
+        drive(first, lambda: len(mailbox.paths()) == 1, "the mail before the restart")
+        group = alerter_settings.group_id
+        drive(first, lambda: committed_offset(kafka_settings, group) == 1, "commit")
+    finally:
+        first.close()
+
+    # The restored notice of "before-restart" was sent, so it must not start
+    # the DOWN group's 120 s interval: the new DOWN, read after the group wait
+    # of the restored notice, leaves after its own 1 s wait.
+    second = make_worker(slow_interval)
+    drive_for(second, 3.0)
+    publish(producer, kafka_settings, make_event("after-restart"))
+    drive(
+        second,
+        lambda: mails_about(mailbox, "after-restart") != [],
+        "the new DOWN mail within its group wait, not the 120 s interval",
+        timeout_s=40.0,
+    )
+    assert len(mails_about(mailbox, "before-restart")) == 1

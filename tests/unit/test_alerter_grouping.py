@@ -1,11 +1,13 @@
 """Grouping of items into notifications, and the offset ledger behind it."""
 
-from alerter.grouping import Grouper
+from dataclasses import replace
+
+from alerter.grouping import Batch, Grouper
 from alerter.ledger import OffsetLedger
 from alerter.matchers import Matcher
 from alerter.notification import Item, Kind
 from alerter.routing import Route, Timing
-from hbmon.events import DEVICE_DOWN, AlertEvent
+from hbmon.events import DEVICE_DOWN, DEVICE_RECOVERED, AlertEvent
 
 ROUTE = Route(
     "plant",
@@ -163,3 +165,97 @@ def test_drop_partitions_releases_their_items() -> None:
 
     assert dropped == 1
     assert [i.event.device_id for i in grouper.due(5.0)[0].notification.items] == ["a"]
+
+
+def state_item(device_id: str, kind: Kind, episode: int = 1) -> Item:
+    """Return a DOWN, RECOVERED or reminder item of one episode of a device."""
+    event_type = DEVICE_DOWN if kind is Kind.DOWN else DEVICE_RECOVERED
+    event = replace(item(device_id).event, type=event_type)
+    return Item(kind, f"{device_id}-{kind.name}-{episode}", event)
+
+
+def sent_devices(batches: list[Batch]) -> list[tuple[str, str]]:
+    return [
+        (batch.notification.kind.name, i.event.device_id)
+        for batch in batches
+        for i in batch.notification.items
+    ]
+
+
+def test_recovered_cancels_down_waiting_for_interval() -> None:
+    grouper = Grouper(OffsetLedger())
+    grouper.add(ROUTE, state_item("k-06", Kind.DOWN), [], now_s=0.0)
+    first = grouper.due(5.0)
+    grouper.add(ROUTE, state_item("k-05", Kind.DOWN), [], now_s=6.0)
+
+    cancelled = grouper.add(ROUTE, state_item("k-05", Kind.RECOVERED), [], now_s=17.0)
+    later = grouper.due(22.0) + grouper.due(65.0)
+
+    assert sent_devices(first) == [("DOWN", "k-06")]
+    assert cancelled is not None
+    assert [i.kind for i in cancelled.pair] == [Kind.DOWN, Kind.RECOVERED]
+    assert sent_devices(later) == []
+    assert grouper.pending_items() == 0
+
+
+def test_recovered_after_sent_down_is_sent() -> None:
+    grouper = Grouper(OffsetLedger())
+    grouper.add(ROUTE, state_item("a", Kind.DOWN), [], now_s=0.0)
+    grouper.due(5.0)
+
+    cancelled = grouper.add(ROUTE, state_item("a", Kind.RECOVERED), [], now_s=6.0)
+
+    assert cancelled is None
+    assert sent_devices(grouper.due(11.0)) == [("RECOVERED", "a")]
+
+
+def test_down_cancels_unsent_recovered_of_previous_episode() -> None:
+    grouper = Grouper(OffsetLedger())
+    grouper.add(ROUTE, state_item("a", Kind.RECOVERED, 1), [], now_s=0.0)
+    grouper.due(5.0)
+    grouper.add(ROUTE, state_item("b", Kind.RECOVERED, 1), [], now_s=6.0)
+
+    cancelled = grouper.add(ROUTE, state_item("b", Kind.DOWN, 2), [], now_s=7.0)
+
+    assert cancelled is not None
+    assert [i.kind for i in cancelled.pair] == [Kind.RECOVERED, Kind.DOWN]
+    assert sent_devices(grouper.due(12.0) + grouper.due(65.0)) == []
+
+
+def test_recovered_drops_unsent_reminder() -> None:
+    grouper = Grouper(OffsetLedger())
+    grouper.add(ROUTE, state_item("a", Kind.DOWN), [], now_s=0.0)
+    grouper.due(5.0)
+    grouper.add(ROUTE, state_item("a", Kind.REMINDER), [], now_s=6.0)
+
+    cancelled = grouper.add(ROUTE, state_item("a", Kind.RECOVERED), [], now_s=7.0)
+
+    assert cancelled is not None
+    assert cancelled.pair == ()
+    assert [i.kind for i in cancelled.stale] == [Kind.REMINDER]
+    assert sent_devices(grouper.due(12.0)) == [("RECOVERED", "a")]
+
+
+def test_cancelled_pair_releases_its_records() -> None:
+    ledger = OffsetLedger()
+    ledger.assign([0])
+    down_ref, recovered_ref = ledger.read(0, 0), ledger.read(0, 1)
+    grouper = Grouper(ledger)
+    grouper.add(ROUTE, state_item("a", Kind.DOWN), [down_ref], now_s=0.0)
+    ledger.release(down_ref)
+
+    grouper.add(ROUTE, state_item("a", Kind.RECOVERED), [recovered_ref], now_s=1.0)
+    ledger.release(recovered_ref)
+
+    assert ledger.committable() == {0: 2}
+
+
+def test_reopened_group_waits_group_wait_again() -> None:
+    grouper = Grouper(OffsetLedger())
+    grouper.add(ROUTE, state_item("restored", Kind.DOWN), [], now_s=0.0)
+    batch = grouper.due(5.0)[0]
+    grouper.reopen(batch)
+
+    grouper.add(ROUTE, state_item("new", Kind.DOWN), [], now_s=6.0)
+
+    assert sent_devices(grouper.due(11.0)) == [("DOWN", "new")]
