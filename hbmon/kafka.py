@@ -9,8 +9,12 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from hbmon.env import SettingError, env_int, env_str
+from hbmon.logs import LibrdkafkaLog
 
 logger = logging.getLogger(__name__)
+# Shared by every client of the process, so that an outage seen by several
+# clients still logs each kind of librdkafka line only a few times a minute.
+LIBRDKAFKA_LOG = LibrdkafkaLog(logging.getLogger("hbmon.librdkafka"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +68,13 @@ class KafkaSettings:
         """Return a confluent-kafka configuration with these settings and `extra`.
 
         Keyword names use underscores for dots: `linger_ms=5` sets `linger.ms`.
+        librdkafka's own log lines go to the logger "hbmon.librdkafka",
+        rate-limited, instead of straight to stderr.
         """
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
+            "logger": LIBRDKAFKA_LOG,
         }
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism

@@ -46,3 +46,29 @@ class RateLimitedLog:
             return None
         self._last[key] = now
         return self._suppressed.pop(key, 0)
+
+
+class LibrdkafkaLog:
+    """The `logger` of every Kafka client: librdkafka's log lines, rate-limited.
+
+    confluent-kafka 2.16 calls `log(level, "%s [%s] %s", facility, client,
+    line)` from the client's poll, consume or flush. Without a `logger`,
+    librdkafka writes to stderr itself, unformatted and unlimited: about
+    20 lines per second per client with the local broker stopped. Here each
+    facility (FAIL, ERROR, REQTMOUT, ...) at each level passes at most once
+    per `interval_s`, and the next line that passes counts those dropped.
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 20.0) -> None:
+        self.logger = logger
+        self._limit = RateLimitedLog(interval_s)
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        facility = args[0] if args else msg
+        suppressed = self._limit.allow(f"{level}:{facility}")
+        if suppressed is None:
+            return
+        if suppressed:
+            msg += " (%d more %s lines dropped since the last one)"
+            args = (*args, suppressed, facility)
+        self.logger.log(level, msg, *args)

@@ -3,7 +3,9 @@
 It starts a single-node Kafka broker (unless one is given), creates the
 topics, starts a local SMTP server that stores each mail as a file, runs
 ingest, monitor and alerter as child processes, and drives a simulated
-fleet. A service that exits is started again, up to MAX_RESTARTS times.
+fleet. A service that exits is started again after a growing delay, and
+the stack stops once a service exited more than MAX_RESTARTS times in a row
+without a long run in between.
 Ctrl-C stops everything it started: the terminal's SIGINT reaches
 the services directly, the stack sends SIGTERM to any still running, and
 then stops the mailbox and, last, the broker.
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +29,7 @@ import httpx
 
 from hbmon.kafka import KafkaSettings, ensure_topics
 from hbmon.mailbox import LocalMailbox
+from hbmon.restart_backoff import MAX_DELAY_S, RestartBackoff
 from hbmon.simulator import FleetPlan, FleetProgress, format_progress, simulate
 
 HELP = "Start broker, topics, ingest, monitor, alerter, a local mailbox and devices."
@@ -33,7 +37,6 @@ HELP = "Start broker, topics, ingest, monitor, alerter, a local mailbox and devi
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SCRIPT = ROOT / "deploy" / "kafka.sh"
 ROLES = ("ingest", "monitor", "alerter")
-MAX_RESTARTS = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-simulate",
         action="store_true",
         help="start the services without the simulated fleet",
+    )
+    parser.add_argument(
+        "--max-restart-delay",
+        type=float,
+        default=MAX_DELAY_S,
+        help="max seconds to wait before starting an exited service again; "
+        "the delay doubles from 1 s with each exit in a row",
     )
     parser.add_argument(
         "--keep-broker",
@@ -157,6 +167,7 @@ class Stack:
         self.failed_role = ""
         self.mailbox: LocalMailbox | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.started_at: dict[str, float] = {}
         self.stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -242,28 +253,41 @@ class Stack:
 
     async def _watch_children(self) -> None:
         # A service that exits is started again, as an orchestrator would,
-        # until it has failed MAX_RESTARTS times; then the stack stops.
-        restarts: dict[str, int] = dict.fromkeys(ROLES, 0)
+        # after a delay that doubles with each exit in a row. After more than
+        # MAX_RESTARTS exits in a row, the stack stops.
+        backoffs = {
+            role: RestartBackoff(max_delay_s=self.args.max_restart_delay)
+            for role in ROLES
+        }
+        due: dict[str, float] = {}
         while True:
             await asyncio.sleep(1.0)
             for role, child in list(self.children.items()):
-                if child.poll() is None:
+                if role in due or child.poll() is None:
                     continue
                 log = self.log_dir / f"{role}.log"
-                if restarts[role] >= MAX_RESTARTS:
+                backoff = backoffs[role]
+                ran_s = time.monotonic() - self.started_at[role]
+                delay_s = backoff.next_delay_s(ran_s)
+                if delay_s is None:
                     self.failed_role = role
                     say(
                         f"{role} exited with code {child.returncode} "
-                        f"{MAX_RESTARTS + 1} times; see {log}. Stopping the stack."
+                        f"{backoff.max_restarts + 1} times in a row; see {log}. "
+                        "Stopping the stack."
                     )
                     self.stop.set()
                     return
-                restarts[role] += 1
                 say(
-                    f"{role} exited with code {child.returncode}; see {log}. "
-                    f"Starting it again ({restarts[role]} of {MAX_RESTARTS})."
+                    f"{role} exited with code {child.returncode} after {ran_s:.0f} s; "
+                    f"see {log}. Starting it again in {delay_s:.1f} s "
+                    f"({backoff.failures} of {backoff.max_restarts})."
                 )
-                self.children[role] = self._spawn(role)
+                due[role] = time.monotonic() + delay_s
+            for role, due_at in list(due.items()):
+                if time.monotonic() >= due_at:
+                    del due[role]
+                    self.children[role] = self._spawn(role)
 
     # Helpers
 
@@ -304,6 +328,12 @@ class Stack:
             "HBMON_SMTP_PORT": str(self.args.smtp_port),
             "HBMON_SMTP_SECURITY": "none",
         }
+        if role == "alerter":
+            # Static group membership: a restarted alerter gets its
+            # partitions back at once, not after the session timeout.
+            env.setdefault(
+                "HBMON_ALERTER_INSTANCE_ID", f"{socket.gethostname()}-stack-alerter"
+            )
         with (self.log_dir / f"{role}.log").open("ab") as log:
             child = subprocess.Popen(
                 [sys.executable, "-m", "hbmon", role],
@@ -312,6 +342,7 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
             )
+        self.started_at[role] = time.monotonic()
         say(f"Started {role} (pid {child.pid})")
         return child
 

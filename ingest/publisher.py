@@ -207,7 +207,6 @@ class Publisher:
         config["batch.size"] = settings.batch_size_bytes
         config["client.id"] = "hbmon-ingest"
         config["log.connection.close"] = False
-        config["logger"] = logging.getLogger("ingest.librdkafka")
         config["on_delivery"] = self._on_delivery
         config["error_cb"] = self._on_error
         config["stats_cb"] = self._on_stats

@@ -66,10 +66,11 @@ class ContactWatch:
         The clocks already stop at the last contact. Pausing also makes each
         device silent since before the loss wait one full timeout after
         contact returns, because its heartbeats may never have been appended.
-        Runs before each batch is applied. A loop that did not run for the
-        contact timeout (a commit retried while the broker was down, a long
-        restore) counts as lost contact too, because the statistics that
-        would have shown the loss were not read meanwhile.
+        Runs at the start of every step and before each batch is applied. A
+        loop that did not run for the contact timeout (a commit retried while
+        the broker was down, a long restore) counts as lost contact too,
+        because the statistics that would have shown the loss were not read
+        meanwhile.
         """
         stalled_ms = 0
         if self._checked_ms:

@@ -192,6 +192,11 @@ class MonitorWorker:
         transaction = self._transaction
         producer = transaction.producer
         assert self._consumer is not None and producer is not None
+        # Checked before the retries below, which return early for as long
+        # as the brokers are away, so that the loss shows within about the
+        # contact timeout. No statistics arrive without consume(), so the
+        # last contact stays where it was and contact stays lost until then.
+        self._contact.check(wall_clock_ms())
         # NOTE: while an abort or commit keeps failing, nothing is read. A
         # broker outage longer than max.poll.interval.ms (300 s) makes the
         # member leave the group. It rejoins and restores when it is back.
@@ -345,6 +350,8 @@ class MonitorWorker:
             return False
         partitions = sorted(self.partitions)
         self.partitions = {p: self.new_state(p) for p in partitions}
+        # The new states must not judge while the brokers are still away.
+        self._contact.pause_if_lost(list(self.partitions.values()))
         for partition in partitions:
             self._next_offsets.pop(partition, None)
         restore_partitions(

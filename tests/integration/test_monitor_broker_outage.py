@@ -7,6 +7,7 @@ Both need the broker's data dir: the session broker of the test run, or the
 one that HBMON_TEST_KAFKA_DIR names when HBMON_TEST_BOOTSTRAP is set.
 """
 
+import logging
 import os
 import signal
 import time
@@ -16,9 +17,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from hbmon.events import DEVICE_DOWN, DEVICE_RECOVERED, MONITORING_DEGRADED, AlertEvent
 from hbmon.kafka import KafkaSettings, ensure_topics
+from monitor.errors import MonitorError
+from monitor.metrics import MonitorMetrics
+from monitor.settings import MonitorSettings
+from monitor.worker import MonitorWorker
 from tests.integration.broker import find_broker
 from tests.integration.monitor_harness import (
     INTERVAL_S,
@@ -160,3 +166,80 @@ def test_broker_stop_sends_no_down_to_small_partitions(
     assert run.alerts.of(DEVICE_DOWN) == run.alerts.of(DEVICE_DOWN, "site-0")
     assert run.alerts.of(DEVICE_RECOVERED) == []
     assert run.alerts.duplicate_ids() == []
+
+
+def contact_lost_gauge(registry: CollectorRegistry) -> float | None:
+    return registry.get_sample_value("hbmon_monitor_broker_contact_lost")
+
+
+def step_until(
+    worker: MonitorWorker, condition: Callable[[], bool], timeout_s: float, what: str
+) -> None:
+    """Step the worker until `condition` holds, stepping on after retriable errors.
+
+    While the broker is down, a restore gives up after the restore timeout
+    with a retriable MonitorError. The monitor process would exit and be
+    started again; here the worker retries the restore at its next step.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            worker.step()
+        except MonitorError as err:
+            if not err.retriable:
+                raise
+        if condition():
+            return
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_contact_lost_shows_during_outage(kafka_settings, restartable_broker, caplog):
+    registry = CollectorRegistry()
+    settings = MonitorSettings(
+        group_id=f"monitor-{uuid.uuid4().hex[:8]}",
+        default_timeout_s=TIMEOUT_S,
+        tick_ms=100,
+        commit_interval_ms=300,
+        transaction_timeout_ms=5000,
+        contact_timeout_ms=5000,
+        restore_timeout_s=5.0,
+        metrics_port=0,
+    )
+    worker = MonitorWorker(kafka_settings, settings, MonitorMetrics(registry))
+    worker.start()
+    try:
+        step_until(worker, lambda: len(worker.partitions) == 3, 60, "an assignment")
+        # A few statistics reports, so that the last contact is known.
+        settle = time.monotonic() + 3
+        while time.monotonic() < settle:
+            worker.step()
+        assert contact_lost_gauge(registry) == 0
+
+        # The gauge and the warning come while the broker is still stopped.
+        restartable_broker.stop()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="monitor.contact_watch"):
+            step_until(
+                worker,
+                lambda: contact_lost_gauge(registry) == 1,
+                60,
+                "the contact-lost gauge during the outage",
+            )
+        # Judging stays paused until the broker responds again.
+        assert all(state.contact_lost for state in worker.partitions.values())
+        warnings = [r.getMessage() for r in caplog.records]
+        assert any(
+            "Lost contact with the brokers leading partitions [0, 1, 2]" in line
+            for line in warnings
+        ), warnings
+
+        restartable_broker.start()
+        step_until(
+            worker,
+            lambda: contact_lost_gauge(registry) == 0,
+            120,
+            "the contact-lost gauge after the broker returned",
+        )
+    finally:
+        restartable_broker.start()
+        worker.close(commit=False)

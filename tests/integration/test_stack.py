@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from hbmon.kafka import KafkaSettings
-from hbmon.stack import MAX_RESTARTS
+from hbmon.restart_backoff import MAX_RESTARTS
 from tests.integration.services import ROOT, free_port, kafka_env, wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,11 @@ class StackProcess:
     """One `hbmon stack` child process with its terminal output in a file."""
 
     def __init__(
-        self, kafka: KafkaSettings, state_dir: Path, env: dict[str, str]
+        self,
+        kafka: KafkaSettings,
+        state_dir: Path,
+        env: dict[str, str],
+        args: tuple[str, ...] = (),
     ) -> None:
         suffix = uuid.uuid4().hex[:8]
         self.state_dir = state_dir
@@ -68,6 +72,7 @@ class StackProcess:
             str(free_port()),
             "--alerter-api-port",
             "0",
+            *args,
         ]
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -136,7 +141,11 @@ def test_stack_restarts_killed_monitor(kafka_settings, tmp_path):
         wait_for(
             lambda: len(stack.pids("monitor")) == 2, 60, "a second monitor process"
         )
-        assert f"Starting it again (1 of {MAX_RESTARTS})" in stack.output()
+        assert f"(1 of {MAX_RESTARTS})." in stack.output()
+        # The alerter is a static member of its group.
+        [alerter] = stack.pids("alerter")
+        environ = Path(f"/proc/{alerter}/environ").read_bytes().split(b"\0")
+        assert any(v.startswith(b"HBMON_ALERTER_INSTANCE_ID=") for v in environ)
 
         # 2. The new monitor does the work: a device that falls silent is
         # mailed as DOWN.
@@ -176,7 +185,10 @@ def test_stack_restarts_killed_monitor(kafka_settings, tmp_path):
 def test_stack_stops_after_repeated_failures(kafka_settings, tmp_path):
     # An invalid setting makes the alerter exit at once, every time.
     stack = StackProcess(
-        kafka_settings, tmp_path, {"HBMON_ALERTER_GROUP_WAIT_S": "soon"}
+        kafka_settings,
+        tmp_path,
+        {"HBMON_ALERTER_GROUP_WAIT_S": "soon"},
+        args=("--max-restart-delay", "2"),
     ).start()
     try:
         assert stack.process is not None
@@ -190,7 +202,15 @@ def test_stack_stops_after_repeated_failures(kafka_settings, tmp_path):
     output = stack.output()
     assert exit_code == 1
     assert len(stack.pids("alerter")) == MAX_RESTARTS + 1
-    assert f"alerter exited with code 2 {MAX_RESTARTS + 1} times" in output
+    assert f"alerter exited with code 2 {MAX_RESTARTS + 1} times in a row" in output
+    # The delay doubles from about 1 s up to --max-restart-delay.
+    delays = [
+        float(d) for d in re.findall(r"alerter exited .* again in ([\d.]+) s", output)
+    ]
+    assert len(delays) == MAX_RESTARTS
+    assert 0.9 <= delays[0] <= 1.0
+    assert delays[1] > delays[0]
+    assert max(delays) <= 2.0
     assert "Stack stopped" in output
     assert [
         pid for pid in stack.pids("ingest") + stack.pids("monitor") if is_running(pid)

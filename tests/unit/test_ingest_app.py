@@ -564,7 +564,7 @@ async def test_shutdown_logs_unsent_records(caplog: pytest.LogCaptureFixture) ->
 @pytest.fixture(autouse=True)
 def _quiet_librdkafka() -> Iterator[None]:
     # Connection failures to 127.0.0.1:1 are expected here.
-    librdkafka = logging.getLogger("ingest.librdkafka")
+    librdkafka = logging.getLogger("hbmon.librdkafka")
     level = librdkafka.level
     librdkafka.setLevel(logging.CRITICAL)
     yield

@@ -57,7 +57,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    logging.getLogger("ingest.librdkafka").setLevel(logging.CRITICAL)
+    logging.getLogger("hbmon.librdkafka").setLevel(logging.CRITICAL)
     port = free_port()
     config = uvicorn.Config(
         create_app(SETTINGS, NO_BROKER),
