@@ -7,8 +7,8 @@ notification. A group with nothing new at that time is closed.
 
 Per device and route, notifications keep event order. A DOWN or RECOVERED
 item that meets the opposite item of the same device still unsent in a
-group cancels it, and neither is sent: the channels never received the
-first state, and the last state they received is still true. A RECOVERED
+group cancels it, and neither is sent. The channels never received the
+first state, so the last state they received is still true. A RECOVERED
 item also drops a reminder of the device that is still unsent.
 """
 

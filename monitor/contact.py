@@ -1,6 +1,6 @@
 """Contact with the brokers that lead the heartbeat partitions.
 
-The consumer's cached high watermark says whether a partition is caught up,
+The consumer's cached high watermark shows whether a partition is caught up,
 but while the broker is unreachable that watermark stays as it was. So the
 monitor also tracks when it last heard from the leaders, from librdkafka's
 statistics (`statistics.interval.ms`). For each broker they give the

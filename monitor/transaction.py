@@ -28,12 +28,12 @@ class OutputTransaction:
     """Alerts, changelog records and offsets since the last commit, and their fate.
 
     It owns the producer, its ProducerRestarts, and the flags that carry a
-    failure from one step to the next: a commit to retry, an abort to
-    retry, and `reset_needed`, set while the worker must restore every owned
-    partition of `pool` before it reads on. The worker passes in the
-    consumer whose positions and group metadata each commit includes. In
-    at-least-once mode the producer is a PlainProducer, whose abort keeps
-    the records it already sent.
+    failure from one step to the next: a commit to retry and an abort to
+    retry. It also owns `reset_needed`, which is set while the worker must
+    restore every owned partition of `pool` before it reads on. The worker
+    passes in the consumer whose positions and group metadata each commit
+    includes. In at-least-once mode the producer is a PlainProducer, whose
+    abort keeps the records it already sent.
     """
 
     def __init__(
