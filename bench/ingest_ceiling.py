@@ -238,7 +238,7 @@ class CeilingRun:
         self._stop(ingest)
         result.client_accepted = self.ingest_accepted
         result.in_flight_bound = self.ingest_in_flight
-        result.kafka_records = self.topic.record_count()
+        result.kafka_records, result.kafka_heartbeats = self.topic.heartbeat_count()
         return result
 
     def cleanup(self) -> None:

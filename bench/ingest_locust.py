@@ -264,7 +264,7 @@ class LocustRun:
             )
             ingest.stop()
             self.children.remove(ingest)
-            result.kafka_records = self.topic.record_count()
+            result.kafka_records, result.kafka_heartbeats = self.topic.heartbeat_count()
         return result
 
     def cleanup(self) -> None:

@@ -149,6 +149,7 @@ class LocustResult:
     ingest_cpu: CpuUsage | None = None
     ingest_metric_accepted: int | None = None
     kafka_records: int | None = None
+    kafka_heartbeats: int | None = None
 
     @property
     def heartbeats_per_request(self) -> int:
@@ -186,13 +187,13 @@ class LocustResult:
 
     def kafka_check_passed(self) -> bool | None:
         """Return whether the topic contains every accepted heartbeat, or None."""
-        if self.kafka_records is None:
+        if self.kafka_heartbeats is None:
             return None
         lowest = self.client_accepted
         highest = lowest + self.in_flight_bound
         return (
-            self.kafka_records == self.ingest_metric_accepted
-            and lowest <= self.kafka_records <= highest
+            self.kafka_heartbeats == self.ingest_metric_accepted
+            and lowest <= self.kafka_heartbeats <= highest
         )
 
     def to_json(self) -> dict[str, object]:
@@ -214,6 +215,7 @@ class LocustResult:
             "ingest_cpu": self.ingest_cpu.to_json() if self.ingest_cpu else None,
             "kafka": {
                 "records": self.kafka_records,
+                "heartbeats": self.kafka_heartbeats,
                 "client_accepted": self.client_accepted,
                 "in_flight_bound": self.in_flight_bound,
                 "ingest_metric_accepted": self.ingest_metric_accepted,
@@ -378,8 +380,8 @@ def _format_checks(result: LocustResult) -> str:
         return "\n".join(lines)
     verdict = "passed" if passed else "FAILED"
     lines += [
-        f"- Records in the run's topic after ingest flushed and stopped: "
-        f"{result.kafka_records:,}",
+        f"- Heartbeats in the run's topic after ingest flushed and stopped: "
+        f"{result.kafka_heartbeats:,}, in {result.kafka_records:,} records",
         f"- Heartbeats in requests that Locust counted as successful (202): "
         f"{result.client_accepted:,}, plus at most {result.in_flight_bound:,} in "
         "requests cut off at the end",

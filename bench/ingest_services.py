@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -245,24 +246,46 @@ class BenchTopic:
             logger.info("Deleted topic %s", name)
         self.created = []
 
-    def record_count(self) -> int:
-        """Return the records in the topic: the sum of its high watermarks.
+    def heartbeat_count(self) -> tuple[int, int]:
+        """Return the records in the topic and the heartbeats they hold.
 
         The topic is new, so every partition starts at offset 0, and the
-        idempotent producer writes each record once.
+        idempotent producer writes each record once. A bundle record (a
+        JSON array) holds one heartbeat per item, any other record one.
+        Reads every record, which takes about a second per million.
         """
         consumer = Consumer(
-            self.settings.client_config(group_id="hbmon-bench-watermarks")
+            self.settings.client_config(
+                group_id="hbmon-bench-count",
+                enable_auto_commit=False,
+                fetch_max_bytes=52_428_800,
+            )
         )
         try:
             metadata = consumer.list_topics(self.name, timeout=30.0)
-            total = 0
+            ends: dict[int, int] = {}
             for partition in metadata.topics[self.name].partitions:
                 _, high = consumer.get_watermark_offsets(
                     TopicPartition(self.name, partition), timeout=30.0
                 )
-                total += high
-            return total
+                if high > 0:
+                    ends[partition] = high
+            records = sum(ends.values())
+            consumer.assign([TopicPartition(self.name, p, 0) for p in ends])
+            heartbeats = 0
+            deadline = time.monotonic() + 600.0
+            while ends and time.monotonic() < deadline:
+                for message in consumer.consume(num_messages=10_000, timeout=1.0):
+                    if message.error() is not None:
+                        continue
+                    value = message.value() or b""
+                    heartbeats += len(orjson.loads(value)) if value[:1] == b"[" else 1
+                    partition = message.partition()
+                    if message.offset() + 1 >= ends.get(partition, 0):
+                        ends.pop(partition, None)
+            if ends:
+                raise RuntimeError(f"partitions {sorted(ends)} not read to the end")
+            return records, heartbeats
         finally:
             consumer.close()
 

@@ -44,11 +44,17 @@ class InvalidRecord(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatRecord:
-    """One heartbeat as ingest publishes it to the heartbeat topic."""
+    """One heartbeat as ingest publishes it to the heartbeat topic.
+
+    A record's value is one heartbeat, or a bundle: a JSON array of them,
+    all of devices in the record's partition (see `decode_heartbeats`).
+    """
 
     device_id: str
     received_ms: int
     device_ts: float | str | None = None
+    # "future", "past" or "unparseable" when device_ts cannot be trusted.
+    device_ts_flag: str | None = None
     seq: int | None = None
     timeout_s: float | None = None
     interval_s: float | None = None
@@ -66,7 +72,39 @@ def decode_heartbeat(value: bytes | None) -> HeartbeatRecord:
         InvalidRecord: the value is not a JSON object with a non-empty
             string `device_id` and numeric optional fields.
     """
-    data = _load_object(value)
+    return _heartbeat_from(_load_object(value))
+
+
+def decode_heartbeats(value: bytes | None) -> list[HeartbeatRecord | InvalidRecord]:
+    """Decode a record value that holds one heartbeat or a bundle of them.
+
+    A bundle is a JSON array of heartbeat objects, which ingest writes for
+    the items of a gateway batch that belong to one partition. Each item
+    is decoded on its own, so one bad item takes nothing else with it: it
+    comes back as the InvalidRecord that says why, in its place.
+
+    Raises:
+        InvalidRecord: the value as a whole cannot be decoded.
+    """
+    if value is None or value[:1] != b"[":
+        return [decode_heartbeat(value)]
+    try:
+        items = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise InvalidRecord("value", f"is not valid JSON ({err})") from err
+    decoded: list[HeartbeatRecord | InvalidRecord] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            decoded.append(InvalidRecord(f"[{index}]", "must be a JSON object"))
+            continue
+        try:
+            decoded.append(_heartbeat_from(item))
+        except InvalidRecord as err:
+            decoded.append(InvalidRecord(f"[{index}].{err.field}", err.rule))
+    return decoded
+
+
+def _heartbeat_from(data: dict[str, Any]) -> HeartbeatRecord:
     device_id = data.get("device_id")
     if not isinstance(device_id, str) or not device_id:
         raise InvalidRecord("device_id", "must be a non-empty string")
@@ -77,6 +115,7 @@ def decode_heartbeat(value: bytes | None) -> HeartbeatRecord:
         device_id=device_id,
         received_ms=received_ms,
         device_ts=data.get("device_ts"),
+        device_ts_flag=_optional_str(data, "device_ts_flag"),
         seq=data.get("seq") if _is_int(data.get("seq")) else None,
         timeout_s=_optional_positive(data, "timeout_s"),
         interval_s=_optional_positive(data, "interval_s"),
@@ -186,6 +225,11 @@ def _load_object(value: bytes | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRecord("value", "must be a JSON object")
     return data
+
+
+def _optional_str(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return value if isinstance(value, str) else None
 
 
 def _is_int(value: object) -> bool:

@@ -2,6 +2,7 @@
 
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,17 @@ logger = logging.getLogger(__name__)
 # Shared by every client of the process, so that an outage seen by several
 # clients still logs each kind of librdkafka line only a few times a minute.
 LIBRDKAFKA_LOG = LibrdkafkaLog(logging.getLogger("hbmon.librdkafka"))
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Return the partition of a record with `key` among `partitions`.
+
+    It is the choice of librdkafka's `consistent_random` partitioner, its
+    default, for a non-empty key: the CRC-32 of the key modulo the
+    partition count. Ingest sets that partitioner, so a bundle record sent
+    to this partition lands where each of its devices' own records would.
+    """
+    return zlib.crc32(key) % partitions
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,17 +211,19 @@ async def flush(publisher: Publisher, timeout_s: float) -> None:
     publisher.poll()
     queued = publisher.queue_length()
     logger.info(
-        "Flushing the producer: %d records and callbacks queued (up to %s s)",
+        "Flushing the producer: %d heartbeats, records and callbacks queued "
+        "(up to %s s)",
         queued,
         timeout_s,
     )
-    left = await asyncio.to_thread(publisher.close, timeout_s)
-    if left:
+    records, waiting = await asyncio.to_thread(publisher.close, timeout_s)
+    if records or waiting:
         logger.error(
-            "Flush timed out after %s s with %d heartbeat records unsent; "
-            "they are lost",
+            "Flush timed out after %s s with %d records unsent and %d "
+            "heartbeats not yet bundled; they are lost",
             timeout_s,
-            left,
+            records,
+            waiting,
         )
         return
     logger.info("Producer flushed; every queued heartbeat record was delivered")

@@ -197,7 +197,8 @@ class BatchEndpoint:
         """
         received_ms = time.time_ns() // 1_000_000
         parse = self._parser.parse
-        publish = self._publisher.publish
+        publisher = self._publisher
+        publish = publisher.publish
         metrics = self._metrics
         ts_flagged = metrics.ts_flagged
         rejected: list[dict[str, object]] = []
@@ -233,6 +234,8 @@ class BatchEndpoint:
             if ts_flag is not None:
                 ts_flagged[ts_flag] += 1
         metrics.accepted_batch += accepted
+        # The batch's bundles go out now rather than at the next poll.
+        publisher.send_pending()
         return accepted, rejected
 
 

@@ -93,6 +93,9 @@ class HeartbeatParser:
             flag = self._flag_ts(ts, received_ms)
             if type(ts) is not str or len(ts) <= TS_MAX_CHARS:
                 record["device_ts"] = ts
+        if flag is not None:
+            # In the value too, because a bundle record has no header per item.
+            record["device_ts_flag"] = flag
         seq = get("seq")
         if seq is not None:
             if type(seq) is not int or not 0 <= seq <= SEQ_MAX:

@@ -15,7 +15,8 @@ class MonitorMetrics:
         )
         self.records_invalid = Counter(
             "hbmon_monitor_records_invalid_total",
-            "Heartbeat records that could not be decoded and were skipped.",
+            "Heartbeat records, and heartbeats in bundle records, that could not be "
+            "decoded and were skipped.",
             registry=registry,
         )
         self.alerts_emitted = Counter(

@@ -28,7 +28,7 @@ from hbmon.events import (
     MONITORING_RESTORED,
     AlertEvent,
     InvalidRecord,
-    decode_heartbeat,
+    decode_heartbeats,
 )
 from hbmon.kafka import KafkaSettings
 from hbmon.logs import RateLimitedLog
@@ -262,22 +262,37 @@ class MonitorWorker:
         self.metrics.records_consumed.inc(consumed)
 
     def _apply_one(self, state: PartitionState, message: Message) -> None:
+        """Apply the heartbeat in a record, or each heartbeat of a bundle record.
+
+        All heartbeats of a bundle take the record's timestamp: ingest
+        received them in one request.
+        """
         timestamp_type, record_ms = message.timestamp()
         try:
             if timestamp_type == TIMESTAMP_NOT_AVAILABLE:
                 raise InvalidRecord("timestamp", "the record has no timestamp")
-            record = decode_heartbeat(message.value())
-            if record.device_id.startswith("\x00"):
-                raise InvalidRecord("device_id", "must not start with a NUL character")
+            records = decode_heartbeats(message.value())
         except InvalidRecord as err:
             self._skip_invalid(message, err)
             return
-        timeout_ms = self.settings.declared_timeout_ms(
-            record.timeout_s, record.interval_s
-        )
-        events = state.observe(record.device_id, record_ms, timeout_ms, record.attrs)
-        for event in events:
-            self._emit(state.partition, event)
+        for record in records:
+            if isinstance(record, InvalidRecord):
+                self._skip_invalid(message, record)
+                continue
+            if record.device_id.startswith("\x00"):
+                self._skip_invalid(
+                    message,
+                    InvalidRecord("device_id", "must not start with a NUL character"),
+                )
+                continue
+            timeout_ms = self.settings.declared_timeout_ms(
+                record.timeout_s, record.interval_s
+            )
+            events = state.observe(
+                record.device_id, record_ms, timeout_ms, record.attrs
+            )
+            for event in events:
+                self._emit(state.partition, event)
 
     def _skip_invalid(self, message: Message, err: InvalidRecord) -> None:
         # The offset already counts as read, so the next commit moves past it.

@@ -6,6 +6,7 @@ ingest published.
 """
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,8 +24,8 @@ from confluent_kafka import (
 )
 from starlette.applications import Starlette
 
-from hbmon.events import decode_heartbeat
-from hbmon.kafka import KafkaSettings
+from hbmon.events import HeartbeatRecord, decode_heartbeat, decode_heartbeats
+from hbmon.kafka import KafkaSettings, partition_for
 from ingest.app import create_app
 from ingest.settings import IngestSettings
 
@@ -206,3 +207,55 @@ async def test_readyz_200_once_broker_reached(client: httpx.AsyncClient) -> None
         response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ready"}
+
+
+async def test_batch_bundles_land_where_each_device_would(
+    kafka_settings: KafkaSettings,
+) -> None:
+    app = create_app(dataclasses.replace(SETTINGS, batch_max_items=100), kafka_settings)
+    devices = [f"gw-2/dev-{n}" for n in range(60)]
+    async with serve(app) as http:
+        # Keyed single records, which librdkafka partitions on its own.
+        for device in devices:
+            body = orjson.dumps({"device_id": device})
+            response = await http.post("/v1/heartbeats", content=body, headers=JSON)
+            assert response.status_code == 202
+        publisher = app.state.publisher
+        deadline = time.monotonic() + 30
+        while not publisher.partitions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert publisher.partitions == kafka_settings.heartbeat_partitions
+        # Now single heartbeats wait for the poll loop and go out in bundles.
+        for device in devices:
+            body = orjson.dumps({"device_id": device, "seq": 0})
+            response = await http.post("/v1/heartbeats", content=body, headers=JSON)
+            assert response.status_code == 202
+        items: list[object] = [{"device_id": device, "seq": 1} for device in devices]
+        items[3] = {"device_id": devices[3], "seq": 1, "ts": "garbage"}
+        items.append({"device_id": "bad id"})
+        response = await http.post(
+            "/v1/heartbeats/batch", content=orjson.dumps(items), headers=JSON
+        )
+        assert response.status_code == 202
+        assert response.json()["accepted"] == 60
+        assert [r["index"] for r in response.json()["rejected"]] == [60]
+
+    messages = await asyncio.to_thread(read_topic, kafka_settings)
+    keyed = [m for m in messages if m.key() is not None]
+    bundles = [m for m in messages if m.key() is None]
+    assert len(keyed) == 60
+    assert bundles
+    single_partition = {m.key().decode(): m.partition() for m in keyed}
+    bundled: dict[str, list[HeartbeatRecord]] = {device: [] for device in devices}
+    for message in bundles:
+        for record in decode_heartbeats(message.value()):
+            assert isinstance(record, HeartbeatRecord)
+            assert single_partition[record.device_id] == message.partition()
+            assert message.partition() == partition_for(
+                record.device_id.encode(), kafka_settings.heartbeat_partitions
+            )
+            bundled[record.device_id].append(record)
+    # Each device's single heartbeat, then its batch item, in that order.
+    assert all([r.seq for r in bundled[device]] == [0, 1] for device in devices)
+    assert bundled[devices[3]][1].device_ts_flag == "unparseable"
+    assert bundled[devices[4]][1].device_ts_flag is None

@@ -145,3 +145,32 @@ def test_worker_declared_timeout_overrides_default(
     run_until(worker, alerts, lambda: alerts.of("d-3", DEVICE_DOWN), 60, "DOWN")
 
     assert alerts.of("d-3", DEVICE_DOWN)[0].timeout_ms == 1000
+
+
+def test_worker_applies_each_heartbeat_of_a_bundle(
+    worker, producer, alerts, kafka_settings
+):
+    # A bundle as ingest writes it for a gateway batch: one record, no key,
+    # one heartbeat per item. The bad items are skipped one by one.
+    now_ms = int(time.time() * 1000)
+    bundle = b"[%s,%s,%s,%s]" % (
+        HeartbeatRecord("d-4", now_ms).encode(),
+        b'{"seq": 1}',
+        b'"junk"',
+        HeartbeatRecord("d-5", now_ms, timeout_s=1.0).encode(),
+    )
+    producer.produce(kafka_settings.heartbeat_topic, value=bundle, partition=0)
+    producer.flush(10)
+
+    run_until(
+        worker,
+        alerts,
+        lambda: alerts.of("d-4", DEVICE_DOWN) and alerts.of("d-5", DEVICE_DOWN),
+        60,
+        "DOWN of both devices in the bundle",
+    )
+
+    assert alerts.of("d-5", DEVICE_DOWN)[0].timeout_ms == 1000
+    assert alerts.of("d-4", DEVICE_DOWN)[0].timeout_ms == 2000
+    registry = worker.metrics.registry
+    assert registry.get_sample_value("hbmon_monitor_records_invalid_total") == 2

@@ -95,7 +95,7 @@ def test_kafka_check(records: int, metric: int, passed: bool) -> None:
     result = result_with([])
     result.client_accepted = 1_000
     result.in_flight_bound = 50
-    result.kafka_records = records
+    result.kafka_heartbeats = records
     result.ingest_metric_accepted = metric
 
     assert result.kafka_check_passed() is passed

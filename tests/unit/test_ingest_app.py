@@ -5,7 +5,9 @@ in its local queue. The unreachable bound is an hour unless a test sets it,
 so requests are accepted as they would be while the broker is briefly away.
 """
 
+import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -18,6 +20,7 @@ from starlette.applications import Starlette
 from hbmon.kafka import KafkaSettings
 from ingest.app import create_app
 from ingest.auth import parse_tokens
+from ingest.publisher import BUNDLE_MAX_BYTES, Publisher, bundle_values
 from ingest.settings import IngestSettings
 
 pytestmark = pytest.mark.anyio
@@ -430,6 +433,87 @@ async def test_batch_queue_full_partway_503(
     )
 
 
+# Bundles. Without a broker the partition count never comes from
+# librdkafka's statistics, so these tests set it.
+
+
+@pytest.fixture
+async def bundling(
+    settings: IngestSettings, registry: CollectorRegistry
+) -> AsyncIterator[tuple[httpx.AsyncClient, Publisher]]:
+    app = create_app(settings, NO_BROKER, registry)
+    async with serve(app) as http:
+        publisher: Publisher = app.state.publisher
+        publisher.use_partitions(6)
+        yield http, publisher
+
+
+@pytest.mark.parametrize("settings", [replace(SETTINGS, queue_max_messages=3)])
+async def test_bundled_posts_503_once_the_producer_is_full(
+    bundling: tuple[httpx.AsyncClient, Publisher], registry: CollectorRegistry
+) -> None:
+    http, _ = bundling
+    # Each heartbeat gets a poll of its own, so it goes out as a bundle of
+    # one. Without a broker, the producer keeps three and refuses the
+    # fourth, which waits, and from then on posts get a 503.
+    statuses = []
+    for n in range(10):
+        statuses.append((await post(http, {"device_id": f"d{n}"})).status_code)
+        await asyncio.sleep(0.05)
+    assert 503 in statuses
+    first_refused = statuses.index(503)
+    assert statuses[:first_refused] == [202] * first_refused
+    assert first_refused == 4
+    accepted = "hbmon_ingest_heartbeats_accepted_total"
+    assert sample(registry, accepted, endpoint="single") == first_refused
+
+
+@pytest.mark.parametrize(
+    "settings", [replace(SETTINGS, queue_max_kbytes=1, batch_max_items=10)]
+)
+async def test_bundles_left_by_a_full_producer_wait_and_block_posts(
+    bundling: tuple[httpx.AsyncClient, Publisher],
+) -> None:
+    http, publisher = bundling
+    # Records of about 200 bytes, so 1 KiB of producer queue takes a few
+    # bundles and the rest wait for room.
+    items = [{"device_id": f"{n}" + "d" * 120, "ts": "x"} for n in range(10)]
+    response = await http.post(
+        "/v1/heartbeats/batch", content=orjson.dumps(items), headers=JSON
+    )
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 10
+    assert 0 < publisher.waiting() < 10
+    response = await post(http, {"device_id": "late"})
+    assert response.status_code == 503
+    assert "queue is full" in response.json()["error"]
+
+
+async def test_shutdown_hands_waiting_bundles_to_the_producer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ingest.app")
+    app = create_app(SETTINGS, NO_BROKER)
+    async with serve(app) as http:
+        app.state.publisher.use_partitions(6)
+        for device_id in ("a", "b", "c"):
+            assert (await post(http, {"device_id": device_id})).status_code == 202
+    # Bundles went to the producer, which had no broker to deliver them to.
+    assert re.search(r"\d records unsent and 0 heartbeats not yet bundled", caplog.text)
+
+
+def test_bundle_values_split_at_the_byte_limit() -> None:
+    values = [b'{"device_id":"%d","pad":"%s"}' % (n, b"x" * 1000) for n in range(600)]
+    bundles = list(bundle_values(values))
+    assert len(bundles) > 1
+    assert all(len(bundle) <= BUNDLE_MAX_BYTES for bundle, _ in bundles)
+    assert sum(count for _, count in bundles) == len(values)
+    items = [item for bundle, _ in bundles for item in orjson.loads(bundle)]
+    assert items == [orjson.loads(value) for value in values]
+    big = b'"' + b"x" * BUNDLE_MAX_BYTES + b'"'
+    assert list(bundle_values([big])) == [(b"[" + big + b"]", 1)]
+
+
 @pytest.mark.parametrize(
     "settings", [replace(SETTINGS, unreachable_s=0.1, retry_after_s=3)]
 )
@@ -558,7 +642,7 @@ async def test_shutdown_logs_unsent_records(caplog: pytest.LogCaptureFixture) ->
         for device_id in ("a", "b", "c"):
             await post(http, {"device_id": device_id})
     assert "Flushing the producer" in caplog.text
-    assert "3 heartbeat records unsent" in caplog.text
+    assert "3 records unsent and 0 heartbeats not yet bundled" in caplog.text
 
 
 @pytest.fixture(autouse=True)

@@ -295,13 +295,14 @@ def test_record_bytes_equal_heartbeat_record(data: dict[str, object]) -> None:
     parser = HeartbeatParser(
         attrs_max_bytes=1024, attrs_max_depth=2, ts_max_ahead_s=300, ts_max_age_s=60
     )
-    _, value, _ = parser.parse(orjson.loads(orjson.dumps(data)), RECEIVED_MS)
+    _, value, flag = parser.parse(orjson.loads(orjson.dumps(data)), RECEIVED_MS)
     ts = data.get("ts")
     expected = HeartbeatRecord(
         device_id=str(data["device_id"]),
         received_ms=RECEIVED_MS,
         # A device_ts string longer than the limit is left out of the record.
         device_ts=None if isinstance(ts, str) and len(ts) > TS_MAX_CHARS else ts,
+        device_ts_flag=flag,
         seq=data.get("seq"),
         timeout_s=data.get("timeout_s"),
         interval_s=data.get("interval_s"),
