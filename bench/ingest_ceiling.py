@@ -18,8 +18,8 @@ Steps, each bounded in time:
    no-op app's figure is the floor that the machine, the server stack and
    the client set at that rate.
 5. Profiles: py-spy samples each server under wrk's single load.
-6. Stop ingest, which flushes its producer, and compare the records in the
-   topic with the heartbeats that got a 202.
+6. Stop ingest, which flushes its producer, read every record in the
+   topic, and compare the heartbeats they hold with those that got a 202.
 
 Every figure is printed with its ratio to the baseline measured in this run
 and to its target, and written to OUT/result.json (and --json PATH);

@@ -70,13 +70,15 @@ class IngestMetrics:
         )
         self.delivery_failures = Counter(
             "hbmon_ingest_delivery_failures",
-            "Queued heartbeat records that the producer failed to deliver.",
+            "Queued records, single heartbeats or bundles, that the producer "
+            "failed to deliver.",
             registry=registry,
         )
         self.queue_length = Gauge(
             "hbmon_ingest_producer_queue_length",
-            "Producer out-queue length: records not yet acknowledged by Kafka, "
-            "plus delivery reports and callbacks not yet served.",
+            "Heartbeats waiting for a bundle, plus the producer's out-queue: "
+            "records not yet acknowledged by Kafka, and delivery reports and "
+            "callbacks not yet served.",
             registry=registry,
             multiprocess_mode="livesum",
         )

@@ -78,7 +78,7 @@ def _schemas(settings: IngestSettings) -> dict[str, Any]:
                         "ISO-8601 date-time (UTC when it has no offset). Kept "
                         "as metadata. A value more than HBMON_INGEST_TS_MAX_"
                         "AHEAD_S ahead, HBMON_INGEST_TS_MAX_AGE_S behind, or "
-                        "unparseable is published with a device_ts_flag header."
+                        "unparseable is published with a device_ts_flag."
                     ),
                 },
                 "seq": {"type": ["integer", "null"], "minimum": 0, "maximum": SEQ_MAX},
