@@ -62,33 +62,48 @@ def check_content_length(content_length: bytes, max_bytes: int) -> None:
         raise _too_large(max_bytes, declared)
 
 
-async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
-    """Read the whole request body, or return None if the client disconnected.
+def whole_body(message: Message, max_bytes: int) -> bytes | None:
+    """Return the body when `message`, the first one received, holds all of it.
+
+    Returns None when more body follows or the client disconnected, which
+    `read_body` handles.
+
+    Raises:
+        IngestError: 413 when the body exceeds `max_bytes`.
+    """
+    if message["type"] != "http.request" or message.get("more_body", False):
+        return None
+    body: bytes = message.get("body", b"")
+    if len(body) > max_bytes:
+        raise _too_large(max_bytes, len(body))
+    return body
+
+
+async def read_body(message: Message, receive: Receive, max_bytes: int) -> bytes | None:
+    """Read the whole request body from its first `message` on.
+
+    Returns None if the client disconnected.
 
     Raises:
         IngestError: 413 as soon as the bytes received exceed `max_bytes`,
             whatever the Content-Length header declared.
     """
-    message = await receive()
-    if message["type"] != "http.request":
-        return None
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes, len(body))
+    body = whole_body(message, max_bytes)
+    if body is not None or message["type"] != "http.request":
         return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body", False):
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise _too_large(max_bytes, None)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
 
 
 def load_json(body: bytes, field: str) -> object:

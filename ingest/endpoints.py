@@ -22,6 +22,7 @@ from ingest.asgi import (
     read_body,
     request_headers,
     send_json,
+    whole_body,
 )
 from ingest.auth import Authenticator, check_scope
 from ingest.errors import IngestError, invalid
@@ -57,9 +58,9 @@ class RequestReader:
     def check(self, scope: Scope) -> tuple[bytes, str]:
         """Return the request's media type and the token's device-id prefix.
 
-        The caller reads the body next, with `read_body(receive, max_bytes)`.
-        Endpoints await it themselves, because a coroutine around both
-        steps cost about 0.2 µs more per request.
+        The caller reads the body next, with `read_body`. Endpoints await
+        it themselves, because a coroutine around both steps cost about
+        0.2 µs more per request.
 
         Raises:
             IngestError: 401, 415, 413 or 503, in that order of checking.
@@ -73,7 +74,9 @@ class RequestReader:
         if media not in self._media_types:
             raise IngestError(415, "Content-Type", self._media_error)
         check_content_length(content_length, self.max_bytes)
-        self._publisher.check_available(time.monotonic())
+        publisher = self._publisher
+        if not publisher.healthy:
+            publisher.check_available(time.monotonic())
         return media, prefix
 
 
@@ -95,9 +98,13 @@ class HeartbeatEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             _, prefix = self._reader.check(scope)
-            body = await read_body(receive, self._reader.max_bytes)
+            message = await receive()
+            # A body in one message, the common case, needs no coroutine.
+            body = whole_body(message, self._reader.max_bytes)
             if body is None:
-                return
+                body = await read_body(message, receive, self._reader.max_bytes)
+                if body is None:
+                    return
             data = load_json(body, "body")
             received_ms = time.time_ns() // 1_000_000
             device_id, value, ts_flag = self._parser.parse(data, received_ms)
@@ -143,7 +150,7 @@ class BatchEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             media, prefix = self._reader.check(scope)
-            body = await read_body(receive, self._reader.max_bytes)
+            body = await read_body(await receive(), receive, self._reader.max_bytes)
             if body is None:
                 return
             items = self._split(body, media)

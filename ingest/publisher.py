@@ -69,14 +69,18 @@ class Publisher:
         self._last_contact: float | None = None
         self._delivered = False
         self._fatal: str | None = None
+        # False from startup, while the broker is lost and after a fatal
+        # error: then check_available has something to check.
+        self.healthy = False
         # The heartbeat topic's partitions as librdkafka last reported them
         # in its statistics; 0 until then.
         self.partitions = 0
         # Records not yet handed to the producer, by partition.
         self._pending: list[list[bytes]] = []
         self._pending_count = 0
-        # Set when the producer refused a bundle; cleared when all went out.
-        self._full = False
+        # How many heartbeats may wait: 0 from the moment the producer refused
+        # a bundle until all waiting ones went out.
+        self._room = settings.queue_max_messages
         self._log = RateLimitedLog()
 
     def start(self) -> None:
@@ -171,7 +175,7 @@ class Publisher:
         producer = self._producer
         if (
             producer is None
-            or self._full
+            or not self._room
             or len(producer) + self._pending_count + count
             > self._settings.queue_max_messages
         ):
@@ -190,11 +194,7 @@ class Publisher:
                 rejects the record.
         """
         partitions = self.partitions
-        if (
-            partitions
-            and not self._full
-            and self._pending_count < self._settings.queue_max_messages
-        ):
+        if partitions and self._pending_count < self._room:
             # partition_for, inline: a call costs about 0.05 µs here.
             self._pending[crc32(device_id.encode()) % partitions].append(value)
             self._pending_count += 1
@@ -247,7 +247,7 @@ class Publisher:
             except BufferError:
                 del values[:sent]
                 self._pending_count -= sent
-                self._full = True
+                self._room = 0
                 return
             except KafkaException as err:
                 self._log_producer_error(err)
@@ -260,7 +260,7 @@ class Publisher:
                 )
             self._pending_count -= len(values)
             values.clear()
-        self._full = False
+        self._room = self._settings.queue_max_messages
 
     def readiness(self, now: float) -> str | None:
         """Return why the service is not ready, or None when it is.
@@ -329,6 +329,7 @@ class Publisher:
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
             self._fatal = err.str()
+            self.healthy = False
             logger.critical(
                 "Kafka producer failed: %s; responding with 503 until the "
                 "service restarts",
@@ -340,6 +341,7 @@ class Publisher:
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             if self._lost_since is None:
                 self._lost_since = time.monotonic()
+                self.healthy = False
                 logger.warning(
                     "Lost contact with Kafka at %s: %s; responding with 503 if "
                     "it lasts over %s s",
@@ -397,6 +399,7 @@ class Publisher:
         if lost_since is None:
             return
         self._lost_since = None
+        self.healthy = self._fatal is None
         self._lost_logged = False
         if first:
             logger.info("Reached Kafka at %s", self._kafka.bootstrap_servers)
