@@ -76,10 +76,10 @@ def decode_heartbeat(value: bytes | None) -> HeartbeatRecord:
 
 
 def decode_heartbeats(value: bytes | None) -> list[HeartbeatRecord | InvalidRecord]:
-    """Decode a record value that holds one heartbeat or a bundle of them.
+    """Decode a record value that contains one heartbeat or a bundle of them.
 
     A bundle is a JSON array of heartbeat objects, which ingest writes for
-    the items of a gateway batch that belong to one partition. Each item
+    the heartbeats of one partition that it accepted since its last poll. Each item
     is decoded on its own, so one bad item takes nothing else with it: it
     comes back as the InvalidRecord that says why, in its place.
 

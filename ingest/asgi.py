@@ -63,7 +63,7 @@ def check_content_length(content_length: bytes, max_bytes: int) -> None:
 
 
 def whole_body(message: Message, max_bytes: int) -> bytes | None:
-    """Return the body when `message`, the first one received, holds all of it.
+    """Return the body when `message`, the first one received, contains all of it.
 
     Returns None when more body follows or the client disconnected, which
     `read_body` handles.

@@ -69,8 +69,9 @@ class Publisher:
         self._last_contact: float | None = None
         self._delivered = False
         self._fatal: str | None = None
-        # False from startup, while the broker is lost and after a fatal
-        # error: then check_available has something to check.
+        # False from startup until the first contact, while the broker is
+        # lost, and after a fatal error, which is when check_available has
+        # something to check.
         self.healthy = False
         # The heartbeat topic's partitions as librdkafka last reported them
         # in its statistics; 0 until then.
@@ -78,8 +79,8 @@ class Publisher:
         # Records not yet handed to the producer, by partition.
         self._pending: list[list[bytes]] = []
         self._pending_count = 0
-        # How many heartbeats may wait: 0 from the moment the producer refused
-        # a bundle until all waiting ones went out.
+        # The max heartbeats that may wait. It is 0 from the moment the
+        # producer rejected a bundle until all waiting ones went out.
         self._room = settings.queue_max_messages
         self._log = RateLimitedLog()
 
@@ -230,7 +231,7 @@ class Publisher:
         A bundle record has no key: each item names its device, and the
         partition is where `hbmon.kafka.partition_for` puts each device's
         own key. When the producer queue is full, what is left waits for
-        the next call, and `publish` answers 503 until then.
+        the next call, and `publish` raises a 503 IngestError until then.
         """
         producer = self._producer
         if not self._pending_count or producer is None:
@@ -253,8 +254,8 @@ class Publisher:
                 self._log_producer_error(err)
                 self._metrics.delivery_failures.inc()
                 logger.error(
-                    "The producer refused a bundle of %d heartbeats for "
-                    "partition %d; they are lost",
+                    "The producer rejected a bundle of %d heartbeats for "
+                    "partition %d, so they are lost",
                     len(values) - sent,
                     partition,
                 )
@@ -357,9 +358,9 @@ class Publisher:
         brokers = stats.get("brokers", {})
         if any(broker.get("state") == "UP" for broker in brokers.values()):
             self._mark_contact()
-        # The topic shows once a record went to it; "-1" is the queue of
-        # records not yet partitioned, and "unknown" ones are not in the
-        # broker's metadata.
+        # The topic appears once a record went to it. Partition "-1" is the
+        # queue of records not yet partitioned, and partitions marked
+        # "unknown" are not in the broker's metadata.
         topic = stats.get("topics", {}).get(self._topic)
         if topic is not None:
             self.use_partitions(

@@ -264,8 +264,9 @@ class MonitorWorker:
     def _apply_one(self, state: PartitionState, message: Message) -> None:
         """Apply the heartbeat in a record, or each heartbeat of a bundle record.
 
-        All heartbeats of a bundle take the record's timestamp: ingest
-        received them in one request.
+        All heartbeats of a bundle take the record's timestamp (the broker's
+        append time). Ingest bundles what it accepted between two polls of
+        its producer, a few milliseconds apart.
         """
         timestamp_type, record_ms = message.timestamp()
         try:
