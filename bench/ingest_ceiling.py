@@ -218,15 +218,19 @@ class CeilingRun:
                     phase = self._wrk_phase(name, mode, child, url, round_index)
                     result.phases.append(phase)
 
-        # Latency of both at one fixed rate, then profiles.
+        # Latency of both at one fixed rate, in turns, once per round: a
+        # p99 of one 20 s run moves with brief stalls of the whole machine.
         peak = result.median_requests_per_s("ingest", "single")
         result.latency_rate_per_s = round(self.args.latency_share * peak)
-        for name, (_, url) in servers.items():
-            latency = self._open_loop(name, url, result.latency_rate_per_s)
-            result.latency[name] = latency
-            if name == "ingest":
-                self.ingest_accepted += latency.accepted
-                self.ingest_in_flight += latency.unanswered
+        for round_index in range(self.args.rounds):
+            for name, (_, url) in servers.items():
+                latency = self._open_loop(
+                    name, url, result.latency_rate_per_s, round_index
+                )
+                result.latency.setdefault(name, []).append(latency)
+                if name == "ingest":
+                    self.ingest_accepted += latency.accepted
+                    self.ingest_in_flight += latency.unanswered
         for name, (child, url) in servers.items():
             result.profiles[name] = self._profile(name, child, url)
 
@@ -324,14 +328,17 @@ class CeilingRun:
             self.ingest_accepted += heartbeats
             self.ingest_in_flight += load.connections * load.heartbeats_per_request
 
-    def _open_loop(self, server: str, url: str, rate_per_s: float) -> OpenLoopResult:
+    def _open_loop(
+        self, server: str, url: str, rate_per_s: float, round_index: int
+    ) -> OpenLoopResult:
         logger.info(
-            "Measuring %s latency at %s requests/s for %s s",
+            "Round %d: measuring %s latency at %s requests/s for %s s",
+            round_index + 1,
             server,
             rate_per_s,
             self.args.duration,
         )
-        output = self.out / f"openloop-{server}.json"
+        output = self.out / f"openloop-{server}-{round_index + 1}.json"
         command = [
             sys.executable,
             str(OPENLOOP),

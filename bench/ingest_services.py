@@ -280,8 +280,10 @@ class BenchTopic:
                         continue
                     value = message.value() or b""
                     heartbeats += len(orjson.loads(value)) if value[:1] == b"[" else 1
-                    partition = message.partition()
-                    if message.offset() + 1 >= ends.get(partition, 0):
+                    partition, offset = message.partition(), message.offset()
+                    if partition is None or offset is None:
+                        continue
+                    if offset + 1 >= ends.get(partition, 0):
                         ends.pop(partition, None)
             if ends:
                 raise RuntimeError(f"partitions {sorted(ends)} not read to the end")

@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 ingest_ceiling_report = importlib.import_module("ingest_ceiling_report")
 ingest_cpu = importlib.import_module("ingest_cpu")
+ingest_openloop = importlib.import_module("ingest_openloop")
 ingest_wrk = importlib.import_module("ingest_wrk")
 
 
@@ -65,6 +66,33 @@ def test_median_ratio_pairs_rounds() -> None:
 
     assert result.median_ratio("single", per_cpu_s=False) == 0.7
     assert result.median_requests_per_s("ingest", "single") == 10_000.0
+
+
+def open_loop(p99_ms: float):  # type: ignore[no-untyped-def]
+    return ingest_openloop.OpenLoopResult(
+        rate_per_s=1000.0,
+        duration_s=20.0,
+        sent=20_000,
+        completed=20_000,
+        statuses={202: 20_000},
+        errors=0,
+        unanswered=0,
+        connections=16,
+        latency_ms={"p50": 1.0, "p90": 2.0, "p99": p99_ms, "p99_9": 9.0, "max": 9.0},
+        service_ms={"p99": 1.0},
+        dispatch_lag_ms={"p99": 1.0},
+    )
+
+
+def test_p99_is_median_of_rounds() -> None:
+    result = result_with([])
+    result.latency = {
+        "ingest": [open_loop(40.0), open_loop(7.0), open_loop(9.0)],
+        "no-op": [open_loop(3.0), open_loop(5.0), open_loop(4.0)],
+    }
+
+    assert result.median_p99_ms("ingest") == 9.0
+    assert result.median_p99_ms("no-op") == 4.0
 
 
 def test_capacity_plans_tasks_at_half_the_ceiling() -> None:
