@@ -10,6 +10,7 @@ from hbmon.events import (
     InvalidRecord,
     decode_alert,
     decode_heartbeat,
+    decode_heartbeats,
     event_id_for,
 )
 
@@ -38,6 +39,34 @@ def test_heartbeat_round_trip_keeps_fields():
     decoded = decode_heartbeat(record.encode())
 
     assert decoded == record
+
+
+def test_heartbeats_of_bundle_decoded_one_by_one():
+    good = HeartbeatRecord("d1", 5, device_ts=1.5, device_ts_flag="past", seq=2)
+    bundle = b"[%s, 7, {}, %s]" % (good.encode(), HeartbeatRecord("d2", 6).encode())
+
+    decoded = decode_heartbeats(bundle)
+
+    assert len(decoded) == 4
+    assert decoded[0] == good
+    assert isinstance(decoded[1], InvalidRecord)
+    assert decoded[1].field == "[1]"
+    assert isinstance(decoded[2], InvalidRecord)
+    assert decoded[2].field == "[2].device_id"
+    assert decoded[3] == HeartbeatRecord("d2", 6)
+
+
+def test_heartbeats_of_single_record_and_empty_bundle():
+    assert decode_heartbeats(HeartbeatRecord("d1", 5).encode()) == [
+        HeartbeatRecord("d1", 5)
+    ]
+    assert decode_heartbeats(b"[]") == []
+
+
+@pytest.mark.parametrize("value", [None, b"[not json", b"{}", b"nope"])
+def test_heartbeats_invalid_value_raises(value):
+    with pytest.raises(InvalidRecord):
+        decode_heartbeats(value)
 
 
 def test_heartbeat_encode_leaves_out_absent_fields():
