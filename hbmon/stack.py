@@ -185,7 +185,7 @@ class Stack:
         if not self.args.bootstrap:
             say(
                 f"Starting Kafka on {self.kafka.bootstrap_servers} "
-                "(the first run downloads the jars)"
+                "(the jars are downloaded once, on the first run)"
             )
             self._kafka_script("start")
             self.started_broker = True
