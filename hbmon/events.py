@@ -33,6 +33,11 @@ SEVERITY = {
 _EVENT_NAMESPACE = uuid.UUID("6f1d3c7e-58a4-4c36-9d0b-2a8e61c9f4b1")
 
 
+# Ingest allows 128 characters. Longer ids from other producers are skipped,
+# because each alert event repeats the id and must fit in one Kafka record.
+RECORD_DEVICE_ID_MAX_CHARS = 1024
+
+
 class InvalidRecord(ValueError):
     """A record on a topic cannot be decoded or lacks a required field."""
 
@@ -108,6 +113,10 @@ def _heartbeat_from(data: dict[str, Any]) -> HeartbeatRecord:
     device_id = data.get("device_id")
     if not isinstance(device_id, str) or not device_id:
         raise InvalidRecord("device_id", "must be a non-empty string")
+    if len(device_id) > RECORD_DEVICE_ID_MAX_CHARS:
+        raise InvalidRecord(
+            "device_id", f"must be at most {RECORD_DEVICE_ID_MAX_CHARS} characters"
+        )
     received_ms = data.get("received_ms", 0)
     if not _is_int(received_ms):
         raise InvalidRecord("received_ms", "must be an integer")

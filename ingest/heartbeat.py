@@ -144,20 +144,27 @@ class HeartbeatParser:
     def _encode_attrs(self, attrs: object) -> bytes:
         if type(attrs) is not dict:
             raise invalid("attrs", "attrs must be a JSON object")
-        encoded = orjson.dumps(attrs)
+        # Depth first, because orjson.dumps raises on 255 levels or more.
+        if _exceeds_depth(attrs, self._attrs_max_depth):
+            raise self._too_deep()
+        try:
+            encoded = orjson.dumps(attrs)
+        except orjson.JSONEncodeError as err:
+            raise self._too_deep() from err
         if len(encoded) > self._attrs_max_bytes:
             raise invalid(
                 "attrs",
                 f"attrs must encode to at most {self._attrs_max_bytes} bytes "
                 f"of JSON; this one takes {len(encoded)}",
             )
-        if _exceeds_depth(attrs, self._attrs_max_depth):
-            raise invalid(
-                "attrs",
-                f"attrs must nest at most {self._attrs_max_depth} levels deep, "
-                "counting attrs itself as level 1",
-            )
         return encoded
+
+    def _too_deep(self) -> IngestError:
+        return invalid(
+            "attrs",
+            f"attrs must nest at most {self._attrs_max_depth} levels deep, "
+            "counting attrs itself as level 1",
+        )
 
 
 def _is_period(value: object) -> bool:

@@ -3,8 +3,10 @@
 The broker counts as reachable from the last successful contact: a
 delivery report without error, or a statistics report that shows a broker
 connection in state UP. It counts as lost from the start of the process
-until the first contact, and from an `_ALL_BROKERS_DOWN` error until the
-next contact. A `_TRANSPORT` error alone does not count, because it names
+until the first contact, from an `_ALL_BROKERS_DOWN` error until the next
+contact, and when every connected broker has left requests unanswered for
+longer than `unreachable_s`, as a frozen broker does (then from the last
+byte it sent). A `_TRANSPORT` error alone does not count, because it names
 one broker connection while others may still work; librdkafka logs it.
 Statistics arrive every `stats_interval_ms` even when no heartbeat flows,
 so an idle service notices that the broker came back.
@@ -340,23 +342,21 @@ class Publisher:
         if err.code() == KafkaError._TRANSPORT:
             return
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
-            if self._lost_since is None:
-                self._lost_since = time.monotonic()
-                self.healthy = False
-                logger.warning(
-                    "Lost contact with Kafka at %s: %s; responding with 503 if "
-                    "it lasts over %s s",
-                    self._kafka.bootstrap_servers,
-                    err.str(),
-                    self._settings.unreachable_s,
-                )
+            self._lose_contact(err.str(), time.monotonic())
             return
         self._log_producer_error(err)
 
     def _on_stats(self, stats_json: str) -> None:
         stats = orjson.loads(stats_json)
         brokers = stats.get("brokers", {})
-        if any(broker.get("state") == "UP" for broker in brokers.values()):
+        silent_s = unanswered_s(brokers)
+        if silent_s is not None and silent_s > self._settings.unreachable_s:
+            # Connected but sending no responses, as a frozen broker does.
+            self._lose_contact(
+                f"no response to waiting requests for {silent_s:.0f} s",
+                time.monotonic() - silent_s,
+            )
+        elif any(broker.get("state") == "UP" for broker in brokers.values()):
             self._mark_contact()
         # The topic appears once a record went to it. Partition "-1" is the
         # queue of records not yet partitioned, and partitions marked
@@ -391,6 +391,20 @@ class Publisher:
         while len(self._pending) < count:
             self._pending.append([])
         self.partitions = count
+
+    def _lose_contact(self, reason: str, since: float) -> None:
+        """Count the broker as lost from `since` (a monotonic time) on."""
+        if self._lost_since is not None:
+            return
+        self._lost_since = since
+        self.healthy = False
+        logger.warning(
+            "Lost contact with Kafka at %s: %s; responding with 503 if it lasts "
+            "over %s s",
+            self._kafka.bootstrap_servers,
+            reason,
+            self._settings.unreachable_s,
+        )
 
     def _mark_contact(self) -> None:
         now = time.monotonic()
@@ -440,6 +454,26 @@ def _bundle_size(value: bytes | None) -> int:
         return len(orjson.loads(value or b"[]"))
     except orjson.JSONDecodeError:
         return 0
+
+
+def unanswered_s(brokers: dict[str, Any]) -> float | None:
+    """Return how long connected brokers have left requests unanswered, or None.
+
+    `brokers` is the "brokers" object of librdkafka's statistics. Only
+    brokers with a node id (not the bootstrap entry) in state UP count. It
+    is None unless each of them has requests waiting for a response
+    (`waitresp_cnt`), because an idle connection proves nothing. Then it is
+    the shortest time since one of them sent a byte (`rxidle`), in seconds.
+    """
+    silent_s: list[float] = []
+    for broker in brokers.values():
+        if broker.get("state") != "UP" or int(broker.get("nodeid", -1)) < 0:
+            continue
+        rxidle_us = int(broker.get("rxidle", -1))
+        if not broker.get("waitresp_cnt", 0) or rxidle_us < 0:
+            return None
+        silent_s.append(rxidle_us / 1_000_000)
+    return min(silent_s) if silent_s else None
 
 
 def bundle_values(values: list[bytes]) -> Iterator[tuple[bytes, int]]:

@@ -66,7 +66,7 @@ class IngestSettings:
         """
         # A slots dataclass keeps no defaults on the class, so read an instance.
         d = cls()
-        return cls(
+        settings = cls(
             host=env_str("HBMON_INGEST_HOST", d.host),
             port=_int(d, "port", minimum=0),
             workers=_int(d, "workers", minimum=1),
@@ -96,6 +96,15 @@ class IngestSettings:
                 file_env_name="HBMON_INGEST_TOKENS_FILE",
             ),
         )
+        # A whole batch waits for its bundles before any of it goes out, so
+        # with a smaller limit every full batch would get a 503.
+        if settings.queue_max_messages < settings.batch_max_items:
+            raise SettingError(
+                f"HBMON_INGEST_QUEUE_MAX_MESSAGES={settings.queue_max_messages} "
+                "must be at least HBMON_INGEST_BATCH_MAX_ITEMS="
+                f"{settings.batch_max_items}"
+            )
+        return settings
 
 
 def _int(defaults: IngestSettings, name: str, *, minimum: int) -> int:

@@ -22,6 +22,9 @@ from monitor.outage import Degraded, HeldDowns, OutageRule
 from monitor.pool import OutagePool
 from monitor.shard import DOWN, Shard, Transition
 
+# The most characters of routing attributes (keys and values) kept per device.
+ROUTING_ATTRS_MAX_CHARS = 8192
+
 
 class PartitionState:
     """Devices, clock, held DOWNs and outage state of one partition.
@@ -231,7 +234,16 @@ class PartitionState:
         return self.shard.default_timeout_ms
 
     def _store_attrs(self, device_id: str, attrs: dict[str, object]) -> None:
-        routing = {k: v for k, v in attrs.items() if isinstance(v, str)}
+        # Ingest caps attrs at a few KiB, but another producer might not, and
+        # every alert event of the device carries these.
+        routing: dict[str, str] = {}
+        size = 0
+        for key, value in attrs.items():
+            if isinstance(value, str):
+                size += len(key) + len(value)
+                if size > ROUTING_ATTRS_MAX_CHARS:
+                    break
+                routing[key] = value
         if routing:
             self.attrs[device_id] = routing
 

@@ -7,6 +7,8 @@ ingest published.
 
 import asyncio
 import dataclasses
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +30,7 @@ from hbmon.events import HeartbeatRecord, decode_heartbeat, decode_heartbeats
 from hbmon.kafka import KafkaSettings, partition_for
 from ingest.app import create_app
 from ingest.settings import IngestSettings
+from tests.integration.broker import LocalBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -267,3 +270,54 @@ async def test_batch_bundles_land_where_each_device_would(
     assert all([r.seq for r in bundled[device]] == [0, 1] for device in devices)
     assert bundled[devices[3]][1].device_ts_flag == "unparseable"
     assert bundled[devices[4]][1].device_ts_flag is None
+
+
+async def test_frozen_broker_503_then_recovers(
+    kafka_settings: KafkaSettings, restartable_broker: LocalBroker
+) -> None:
+    # A stopped process keeps its connections open, so only the unanswered
+    # requests show that the broker is gone.
+    settings = dataclasses.replace(SETTINGS, unreachable_s=3, stats_interval_ms=500)
+    accepted = 0
+    async with serve(create_app(settings, kafka_settings)) as http:
+
+        async def post(seq: int) -> httpx.Response:
+            nonlocal accepted
+            body = orjson.dumps({"device_id": "frozen-1", "seq": seq})
+            response = await http.post("/v1/heartbeats", content=body, headers=JSON)
+            accepted += response.status_code == 202
+            return response
+
+        async def post_until(status: int, seq: int) -> tuple[httpx.Response, int]:
+            deadline = time.monotonic() + 60
+            while True:
+                response = await post(seq)
+                seq += 1
+                if response.status_code == status or time.monotonic() > deadline:
+                    return response, seq
+                await asyncio.sleep(0.2)
+
+        response, seq = await post_until(202, 0)
+        assert response.status_code == 202
+        # Ready means delivered once: the broker is known to answer.
+        deadline = time.monotonic() + 60
+        while (await http.get("/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, "ingest never became ready"
+            await asyncio.sleep(0.2)
+        pid = restartable_broker.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            response, seq = await post_until(503, seq)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert "unreachable" in response.json()["error"]
+
+        response, seq = await post_until(202, seq)
+        assert response.status_code == 202
+
+    messages = await asyncio.to_thread(read_topic, kafka_settings)
+    records = [r for m in messages for r in decode_heartbeats(m.value())]
+    assert len(records) == accepted

@@ -85,6 +85,7 @@ def test_heartbeat_encode_leaves_out_absent_fields():
         (b"{}", "device_id"),
         (b'{"device_id": ""}', "device_id"),
         (b'{"device_id": 5}', "device_id"),
+        (b'{"device_id": "%s"}' % (b"d" * 1025), "device_id"),
         (b'{"device_id": "d", "received_ms": "x"}', "received_ms"),
         (b'{"device_id": "d", "timeout_s": -1}', "timeout_s"),
         (b'{"device_id": "d", "interval_s": true}', "interval_s"),

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from hbmon.kafka import KafkaSettings
 from ingest.app import create_app
 from ingest.auth import parse_tokens
-from ingest.publisher import BUNDLE_MAX_BYTES, Publisher, bundle_values
+from ingest.publisher import BUNDLE_MAX_BYTES, Publisher, bundle_values, unanswered_s
 from ingest.settings import IngestSettings
 
 pytestmark = pytest.mark.anyio
@@ -653,3 +653,39 @@ def _quiet_librdkafka() -> Iterator[None]:
     librdkafka.setLevel(logging.CRITICAL)
     yield
     librdkafka.setLevel(level)
+
+
+def broker(state: str, nodeid: int, waiting: int, rxidle_us: int) -> dict[str, object]:
+    return {
+        "state": state,
+        "nodeid": nodeid,
+        "waitresp_cnt": waiting,
+        "rxidle": rxidle_us,
+    }
+
+
+@pytest.mark.parametrize(
+    ("brokers", "expected"),
+    [
+        ({}, None),
+        # The bootstrap entry and connections that are not up do not count.
+        ({"b": broker("UP", -1, 3, 60_000_000)}, None),
+        ({"1": broker("DOWN", 1, 3, 60_000_000)}, None),
+        # An idle connection proves nothing either way.
+        ({"1": broker("UP", 1, 0, 60_000_000)}, None),
+        ({"1": broker("UP", 1, 2, 12_500_000)}, 12.5),
+        # One broker that still answers, or has nothing waiting, is contact.
+        (
+            {"1": broker("UP", 1, 2, 30_000_000), "2": broker("UP", 2, 1, 2_000_000)},
+            2.0,
+        ),
+        (
+            {"1": broker("UP", 1, 2, 30_000_000), "2": broker("UP", 2, 0, 9_000_000)},
+            None,
+        ),
+    ],
+)
+def test_unanswered_requests_from_statistics(
+    brokers: dict[str, object], expected: float | None
+) -> None:
+    assert unanswered_s(brokers) == expected

@@ -218,6 +218,22 @@ def test_attrs_over_depth_rejected(parser: HeartbeatParser, attrs: object) -> No
     assert "2 levels" in err.message
 
 
+@pytest.mark.parametrize("max_depth", [2, 1000])
+def test_attrs_beyond_encoder_depth_rejected(max_depth: int) -> None:
+    # orjson decodes 300 levels but raises when it encodes 255 or more.
+    attrs = orjson.loads(b'{"a":' + b"[" * 300 + b"]" * 300 + b"}")
+    parser = HeartbeatParser(
+        attrs_max_bytes=4096,
+        attrs_max_depth=max_depth,
+        ts_max_ahead_s=300,
+        ts_max_age_s=60,
+    )
+    err = reject(parser, {"device_id": "d", "attrs": attrs})
+    assert err.status == 400
+    assert err.field == "attrs"
+    assert f"{max_depth} levels" in err.message
+
+
 @pytest.mark.parametrize("attrs", [{}, {"a": 1}, {"a": {"b": 1}}, {"a": [1, "x"]}])
 def test_attrs_within_depth_accepted(parser: HeartbeatParser, attrs: object) -> None:
     _, value, _ = parser.parse({"device_id": "d", "attrs": attrs}, RECEIVED_MS)

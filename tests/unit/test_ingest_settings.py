@@ -83,6 +83,7 @@ def test_settings_read_every_variable(monkeypatch: pytest.MonkeyPatch) -> None:
         ("HBMON_INGEST_UNREACHABLE_S", "0"),
         ("HBMON_INGEST_MAX_BODY_BYTES", "10"),
         ("HBMON_INGEST_COMPRESSION", "brotli"),
+        ("HBMON_INGEST_QUEUE_MAX_MESSAGES", "50"),
     ],
 )
 def test_settings_invalid_names_variable(

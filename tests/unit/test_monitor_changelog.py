@@ -15,7 +15,7 @@ from monitor.changelog import (
 )
 from monitor.clock import PartitionClock
 from monitor.outage import Degraded, OutageRule
-from monitor.partition import PartitionState
+from monitor.partition import ROUTING_ATTRS_MAX_CHARS, PartitionState
 from monitor.shard import Shard
 
 
@@ -111,6 +111,14 @@ def test_restore_reproduces_device_states():
         assert copy.shard.device(device_id) == state.shard.device(device_id)
     assert copy.attrs == {"up": {"site": "berlin"}}
     assert copy.devices_down == 1
+
+
+def test_routing_attrs_capped_in_size():
+    state = new_state()
+    attrs = {"site": "berlin", "blob": "x" * ROUTING_ATTRS_MAX_CHARS, "rack": "7"}
+    state.observe("big", 1000, None, attrs)
+
+    assert state.attrs == {"big": {"site": "berlin"}}
 
 
 def test_restore_resumes_clock_without_jump():
