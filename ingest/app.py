@@ -172,12 +172,16 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     poller = asyncio.create_task(
         poll_forever(publisher, app.state.metrics, settings.poll_interval_ms / 1000)
     )
+    # Bundling starts once the partition count is known. The statistics give
+    # it only after a first record went out, so ask the broker now as well.
+    counter = asyncio.create_task(learn_partitions(publisher))
     try:
         yield
     finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
+        for task in (counter, poller):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await flush(publisher, settings.flush_timeout_s)
         gc.unfreeze()
         app.state.metrics.sync()
@@ -211,6 +215,20 @@ async def poll_forever(
             metrics.queue_length.set(publisher.queue_length())
             metrics.sync()
         await asyncio.sleep(0 if served else interval_s)
+
+
+async def learn_partitions(publisher: Publisher) -> None:
+    """Set the partition count from the broker's metadata once it is reached.
+
+    Waiting for the first contact keeps the metadata request short, so a
+    worker thread never blocks shutdown for long.
+    """
+    while not publisher.partitions:
+        if publisher.reached():
+            publisher.use_partitions(
+                await asyncio.to_thread(publisher.partition_count, 2.0)
+            )
+        await asyncio.sleep(0.1 if not publisher.reached() else 1.0)
 
 
 async def flush(publisher: Publisher, timeout_s: float) -> None:

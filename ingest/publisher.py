@@ -11,10 +11,11 @@ one broker connection while others may still work; librdkafka logs it.
 Statistics arrive every `stats_interval_ms` even when no heartbeat flows,
 so an idle service notices that the broker came back.
 
-Heartbeats go out in bundle records once the statistics name the heartbeat
-topic's partition count: each accepted heartbeat joins a list for its
-partition, and every poll (and the end of every batch request) hands each
-list to the producer as one record, a JSON array. A produce call and a
+Heartbeats go out in bundle records once the partition count of the
+heartbeat topic is known, from the broker's metadata or the statistics.
+Each accepted heartbeat joins a list for its partition, and every poll (and
+the end of every batch request) hands each list to the producer as one
+record, a JSON array. A produce call and a
 delivery report per heartbeat cost about as much as the rest of ingest's
 work on it. Until the count is known, each heartbeat is its own record,
 keyed by its device id.
@@ -95,6 +96,34 @@ class Publisher:
             self._topic,
             self._kafka.bootstrap_servers,
         )
+
+    def reached(self) -> bool:
+        """Return whether the broker has answered since startup."""
+        return self._last_contact is not None
+
+    def partition_count(self, timeout_s: float) -> int:
+        """Ask the broker for the heartbeat topic's partition count; 0 if unknown.
+
+        Blocks for up to `timeout_s`, so async callers run it in a worker
+        thread and pass the result to `use_partitions` on the loop.
+        """
+        producer = self._producer
+        if producer is None:
+            return 0
+        try:
+            metadata = producer.list_topics(self._topic, timeout=timeout_s)
+        except KafkaException as err:
+            logger.info(
+                "Partition count of %s not known yet (%s); it comes with the "
+                "producer's statistics",
+                self._topic,
+                err,
+            )
+            return 0
+        topic = metadata.topics.get(self._topic)
+        if topic is None or topic.error is not None:
+            return 0
+        return len(topic.partitions)
 
     def close(self, timeout_s: float) -> tuple[int, int]:
         """Flush everything for up to `timeout_s`; return what was left unsent.
@@ -378,7 +407,7 @@ class Publisher:
         Heartbeats already waiting were placed by the old count and go out
         to those partitions, which still exist: Kafka only adds partitions.
         """
-        if count == self.partitions:
+        if count <= 0 or count == self.partitions:
             return
         if self.partitions:
             logger.info(
