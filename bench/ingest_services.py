@@ -251,7 +251,7 @@ class BenchTopic:
 
         The topic is new, so every partition starts at offset 0, and the
         idempotent producer writes each record once. A bundle record (a
-        JSON array) holds one heartbeat per item, any other record one.
+        JSON array) contains one heartbeat per item, any other record one.
         Reads every record, which takes about a second per million.
         """
         consumer = Consumer(

@@ -86,7 +86,7 @@ def decode_heartbeats(value: bytes | None) -> list[HeartbeatRecord | InvalidReco
     A bundle is a JSON array of heartbeat objects, which ingest writes for
     the heartbeats of one partition that it accepted since its last poll. Each item
     is decoded on its own, so one bad item takes nothing else with it: it
-    comes back as the InvalidRecord that says why, in its place.
+    comes back as the InvalidRecord that names the field and rule, in its place.
 
     Raises:
         InvalidRecord: the value as a whole cannot be decoded.

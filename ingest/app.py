@@ -220,8 +220,8 @@ async def poll_forever(
 async def learn_partitions(publisher: Publisher) -> None:
     """Set the partition count from the broker's metadata once it is reached.
 
-    The request waits for the first contact, so it is answered at once in
-    the usual case, and its worker thread can delay shutdown by at most its
+    The request waits for the first contact, so the broker responds at once
+    in the usual case, and its worker thread can delay shutdown by at most its
     2 s timeout.
     """
     while not publisher.partitions:

@@ -98,7 +98,7 @@ class Publisher:
         )
 
     def reached(self) -> bool:
-        """Return whether the broker has answered since startup."""
+        """Return whether the broker has responded since startup."""
         return self._last_contact is not None
 
     def partition_count(self, timeout_s: float) -> int:

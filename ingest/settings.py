@@ -96,8 +96,8 @@ class IngestSettings:
                 file_env_name="HBMON_INGEST_TOKENS_FILE",
             ),
         )
-        # A whole batch waits for its bundles before any of it goes out, so
-        # with a smaller limit every full batch would get a 503.
+        # check_room counts a batch's heartbeats against this limit, so with
+        # a smaller limit every full batch would get a 503.
         if settings.queue_max_messages < settings.batch_max_items:
             raise SettingError(
                 f"HBMON_INGEST_QUEUE_MAX_MESSAGES={settings.queue_max_messages} "

@@ -22,7 +22,7 @@ from monitor.outage import Degraded, HeldDowns, OutageRule
 from monitor.pool import OutagePool
 from monitor.shard import DOWN, Shard, Transition
 
-# The most characters of routing attributes (keys and values) kept per device.
+# Maximum characters of routing attributes (keys and values) kept per device.
 ROUTING_ATTRS_MAX_CHARS = 8192
 
 

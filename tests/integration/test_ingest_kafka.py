@@ -225,8 +225,8 @@ async def test_batch_bundles_land_where_each_device_would(
     kafka_settings: KafkaSettings,
 ) -> None:
     devices = [f"gw-2/dev-{n}" for n in range(60)]
-    # librdkafka's default partitioner puts each keyed record where
-    # partition_for says.
+    # librdkafka's default partitioner puts each keyed record on the
+    # partition that partition_for returns.
     producer = Producer(kafka_settings.client_config())
     for device in devices:
         producer.produce(kafka_settings.heartbeat_topic, b"{}", device.encode())
@@ -305,7 +305,7 @@ async def test_frozen_broker_503_then_recovers(
 
         response, seq = await post_until(202, 0)
         assert response.status_code == 202
-        # Ready means delivered once: the broker is known to answer.
+        # Ready means delivered once: the broker is known to respond.
         deadline = time.monotonic() + 60
         while (await http.get("/readyz")).status_code != 200:
             assert time.monotonic() < deadline, "ingest never became ready"

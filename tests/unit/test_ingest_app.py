@@ -449,12 +449,12 @@ async def bundling(
 
 
 @pytest.mark.parametrize("settings", [replace(SETTINGS, queue_max_messages=3)])
-async def test_bundled_posts_503_once_the_producer_is_full(
+async def test_bundled_posts_503_when_full(
     bundling: tuple[httpx.AsyncClient, Publisher], registry: CollectorRegistry
 ) -> None:
     http, _ = bundling
     # Each heartbeat gets a poll of its own, so it goes out as a bundle of
-    # one. Without a broker, the producer keeps three and refuses the
+    # one. Without a broker, the producer keeps three and rejects the
     # fourth, which waits, and from then on posts get a 503.
     statuses = []
     for n in range(10):
@@ -471,7 +471,7 @@ async def test_bundled_posts_503_once_the_producer_is_full(
 @pytest.mark.parametrize(
     "settings", [replace(SETTINGS, queue_max_kbytes=1, batch_max_items=10)]
 )
-async def test_bundles_left_by_a_full_producer_wait_and_block_posts(
+async def test_full_producer_blocks_posts(
     bundling: tuple[httpx.AsyncClient, Publisher],
 ) -> None:
     http, publisher = bundling
@@ -489,7 +489,7 @@ async def test_bundles_left_by_a_full_producer_wait_and_block_posts(
     assert "queue is full" in response.json()["error"]
 
 
-async def test_shutdown_hands_waiting_bundles_to_the_producer(
+async def test_shutdown_sends_waiting_bundles(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="ingest.app")
@@ -674,7 +674,7 @@ def broker(state: str, nodeid: int, waiting: int, rxidle_us: int) -> dict[str, o
         # An idle connection proves nothing either way.
         ({"1": broker("UP", 1, 0, 60_000_000)}, None),
         ({"1": broker("UP", 1, 2, 12_500_000)}, 12.5),
-        # One broker that still answers, or has nothing waiting, is contact.
+        # One broker that still sends responses, or has nothing waiting, is contact.
         (
             {"1": broker("UP", 1, 2, 30_000_000), "2": broker("UP", 2, 1, 2_000_000)},
             2.0,
