@@ -22,6 +22,33 @@ COMMIT_RETRY_S = 0.5
 # Attempts at a commit inside a rebalance callback or on close, before the
 # monitor gives up on it and aborts.
 COMMIT_ATTEMPTS = 5
+# The consumer's request timeout (socket.timeout.ms). librdkafka sends an
+# offset commit up to three times, each send bounded by this timeout. When
+# the coordinator is lost, it defers the commit for up to one session
+# timeout and then sends it up to three times more (rdkafka_cgrp.c,
+# rd_kafka_cgrp_defer_offset_commit). A commit sent as the broker stops can
+# block for all of that.
+CONSUMER_REQUEST_TIMEOUT_MS = 10_000
+OFFSET_COMMIT_SENDS = 6
+# The shortest time a commit may block before the watchdog ends the process.
+WATCHDOG_MIN_S = 60.0
+
+
+def commit_limit_s(settings: MonitorSettings) -> float:
+    """Return how long a commit may block before the watchdog ends the process.
+
+    The limit is 1.5 times the longest that librdkafka can block an offset
+    commit, and at least three transaction timeouts, so the watchdog ends
+    only a call that would never return.
+    """
+    offset_commit_s = (
+        OFFSET_COMMIT_SENDS * CONSUMER_REQUEST_TIMEOUT_MS + settings.session_timeout_ms
+    ) / 1000
+    return max(
+        WATCHDOG_MIN_S,
+        3 * settings.transaction_timeout_ms / 1000,
+        1.5 * offset_commit_s,
+    )
 
 
 class OutputTransaction:
@@ -57,9 +84,7 @@ class OutputTransaction:
         # retried before anything else.
         self.commit_pending = False
         self._log_limit = RateLimitedLog()
-        self._watchdog = StallWatchdog(
-            max(60.0, 3 * settings.transaction_timeout_ms / 1000)
-        )
+        self._watchdog = StallWatchdog(commit_limit_s(settings))
 
     def start(self) -> None:
         """Create the producer of the configured kind and start it.

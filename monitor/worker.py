@@ -44,7 +44,11 @@ from monitor.pool import OutagePool
 from monitor.restore import restore_partitions
 from monitor.settings import MonitorSettings
 from monitor.shard import Shard
-from monitor.transaction import COMMIT_RETRY_S, OutputTransaction
+from monitor.transaction import (
+    COMMIT_RETRY_S,
+    CONSUMER_REQUEST_TIMEOUT_MS,
+    OutputTransaction,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +141,7 @@ class MonitorWorker:
             enable_partition_eof=True,
             partition_assignment_strategy="cooperative-sticky",
             session_timeout_ms=self.settings.session_timeout_ms,
+            socket_timeout_ms=CONSUMER_REQUEST_TIMEOUT_MS,
             statistics_interval_ms=STATS_INTERVAL_MS,
         )
         config["stats_cb"] = self._contact.on_stats
