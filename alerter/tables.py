@@ -26,11 +26,15 @@ from hbmon.kafka import KafkaSettings
 logger = logging.getLogger(__name__)
 
 Apply = Callable[[str, bytes | None], None]
-# Errors while a new topic's leaders are being elected or announced.
+# Errors that pass once the partitions' leaders are known again: while a new
+# topic's leaders are elected, or after a broker restart.
 _LEADER_ERRORS = (
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    # librdkafka's own error while its metadata lacks the partition, as
+    # after a broker restart, until the next metadata refresh.
+    KafkaError._UNKNOWN_PARTITION,
 )
 
 

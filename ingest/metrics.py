@@ -9,6 +9,9 @@ from prometheus_client.registry import Collector
 
 from ingest.heartbeat import TS_FLAGS
 
+# Reasons of the 503 responses, the label of hbmon_ingest_unavailable_responses.
+UNAVAILABLE_REASONS = ("queue_full", "broker_unreachable", "producer_error")
+
 
 class IngestMetrics:
     """Counters and gauges of one ingest process.
@@ -63,11 +66,13 @@ class IngestMetrics:
         )
         self._unavailable = Counter(
             "hbmon_ingest_unavailable_responses",
-            "503 responses, by reason (queue_full, broker_unreachable, "
-            "producer_error).",
+            f"503 responses, by reason ({', '.join(UNAVAILABLE_REASONS)}).",
             ["reason"],
             registry=registry,
         )
+        # Each reason shows as 0 from the start, so a rate query has a series.
+        for reason in UNAVAILABLE_REASONS:
+            self._unavailable.labels(reason)
         self.delivery_failures = Counter(
             "hbmon_ingest_delivery_failures",
             "Queued records, single heartbeats or bundles, that the producer "

@@ -21,6 +21,7 @@ from confluent_kafka import (
 )
 
 from hbmon.kafka import KafkaSettings
+from hbmon.logs import RateLimitedLog
 from monitor.errors import MonitorError
 from monitor.stall import CallStalled, call_with_limit
 
@@ -81,9 +82,15 @@ def transaction_error(
 class MonitorProducer:
     """Common produce path of both output kinds."""
 
+    # What a failed delivery means for the output, in the log line about it.
+    LOST_RECORD_OUTCOME = (
+        "the commit will fail and the work since the last commit will be redone"
+    )
+
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
         self.delivery_failures = 0
+        self._delivery_log = RateLimitedLog()
 
     def produce(
         self, topic: str, key: bytes, value: bytes | None, partition: int = -1
@@ -109,13 +116,18 @@ class MonitorProducer:
         if error is None:
             return
         self.delivery_failures += 1
+        dropped = self._delivery_log.allow("delivery")
+        if dropped is None:
+            return
         logger.warning(
-            "Record for %s[%s] key %r was not delivered: %s; the commit will fail "
-            "and the work since the last commit will be redone",
+            "Record for %s[%s] key %r was not delivered: %s; %s (%d similar "
+            "failures not logged)",
             message.topic(),
             message.partition(),
             message.key(),
             error,
+            self.LOST_RECORD_OUTCOME,
+            dropped,
         )
 
 
@@ -278,6 +290,8 @@ class TransactionalProducer(MonitorProducer):
 
 class PlainProducer(MonitorProducer):
     """Idempotent producer; offsets are committed after the records are flushed."""
+
+    LOST_RECORD_OUTCOME = "the record is lost once the next commit goes through"
 
     def __init__(self, kafka: KafkaSettings) -> None:
         super().__init__(

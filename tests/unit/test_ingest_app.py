@@ -386,6 +386,17 @@ async def test_post_queue_full_503(
     )
 
 
+async def test_unavailable_reasons_start_at_zero(
+    client: httpx.AsyncClient, registry: CollectorRegistry
+) -> None:
+    # A rate over 503 responses needs every reason's series before the first.
+    for reason in ("queue_full", "broker_unreachable", "producer_error"):
+        value = registry.get_sample_value(
+            "hbmon_ingest_unavailable_responses_total", {"reason": reason}
+        )
+        assert value == 0.0, reason
+
+
 @pytest.mark.parametrize("settings", [replace(SETTINGS, queue_max_messages=3)])
 async def test_batch_without_room_503(client: httpx.AsyncClient) -> None:
     items = [{"device_id": f"d{i}"} for i in range(4)]

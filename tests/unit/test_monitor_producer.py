@@ -4,16 +4,17 @@ The clients here are real confluent-kafka producers pointed at a closed
 port on 127.0.0.1, so no call reaches a broker.
 """
 
+import logging
 from dataclasses import replace
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Message
 from prometheus_client import CollectorRegistry
 
 from hbmon.kafka import KafkaSettings
 from monitor.errors import MonitorError
 from monitor.metrics import MonitorMetrics
-from monitor.producer import TransactionalProducer, transaction_error
+from monitor.producer import PlainProducer, TransactionalProducer, transaction_error
 from monitor.restarts import MAX_RESTARTS, RESTART_AFTER_FAILURES
 from monitor.settings import MonitorSettings
 from monitor.worker import MonitorWorker
@@ -155,3 +156,21 @@ def test_worker_exits_after_restarts_without_commit(worker):
 
     assert failed.value.fatal
     assert restarts(worker, "fatal_error") == MAX_RESTARTS
+
+
+def test_failed_deliveries_log_once_per_interval(kafka, caplog):
+    producer = PlainProducer(kafka)
+    message = Message(topic="alerts", partition=0, key=b"site-1", value=b"{}")
+    error = KafkaError(KafkaError._MSG_TIMED_OUT)
+    try:
+        with caplog.at_level(logging.WARNING, logger="monitor.producer"):
+            for _ in range(50):
+                producer._on_delivery(error, message)
+    finally:
+        producer.close()
+
+    lines = [r.getMessage() for r in caplog.records]
+    lines = [line for line in lines if "not delivered" in line]
+    assert producer.delivery_failures == 50
+    assert len(lines) == 1
+    assert "the record is lost once the next commit goes through" in lines[0]
