@@ -39,7 +39,7 @@ def subject(notification: Notification, now: datetime, heartbeat_topic: str) -> 
     if len(items) == 1 and kind in _ONE_EVENT_KINDS:
         return render_subject(items[0].event, heartbeat_topic=heartbeat_topic)
     if kind in (Kind.DEGRADED, Kind.RESTORED):
-        devices_held = sum(item.event.devices or 0 for item in items)
+        devices_held = device_count(notification)
         verb = (
             f"silent, {devices_held:,} devices not judged"
             if kind is Kind.DEGRADED
@@ -115,7 +115,19 @@ def summary(notification: Notification, now: datetime, heartbeat_topic: str) -> 
     where = _labels(notification)
     kind = notification.kind
     if kind in (Kind.DEGRADED, Kind.RESTORED):
-        return " ".join(monitoring_sentence(i.event, heartbeat_topic) for i in items)
+        if count == 1:
+            return monitoring_sentence(items[0].event, heartbeat_topic)
+        # One sentence for all partitions; the list below names each one.
+        topic = printable(heartbeat_topic)
+        if kind is Kind.DEGRADED:
+            return (
+                f"Monitoring degraded: {count} partitions of {topic} went silent; "
+                f"{device_count(notification):,} devices are not being judged."
+            )
+        return (
+            f"Monitoring restored: {count} partitions of {topic} are heard again; "
+            "their devices are judged again."
+        )
     if kind is Kind.DOWN:
         first = min(item.event.last_seen_ms for item in items)
         return (
@@ -139,6 +151,18 @@ def summary(notification: Notification, now: datetime, heartbeat_topic: str) -> 
         "DOWN and RECOVERED mails are held until they are stable; then one mail "
         "tells the state they settled in."
     )
+
+
+def device_count(notification: Notification) -> int:
+    """Return how many devices a notification concerns.
+
+    A device notification has one item per device. A monitoring one has one
+    per partition, whose event gives the devices not judged (DEGRADED) or
+    still silent (RESTORED).
+    """
+    if notification.kind in (Kind.DEGRADED, Kind.RESTORED):
+        return sum(item.event.devices or 0 for item in notification.items)
+    return len(notification.items)
 
 
 def listed(notification: Notification) -> list[Item]:

@@ -72,7 +72,8 @@ def compose(
 
     Mails about a single event carry X-Hbmon-Event-Id and X-Hbmon-Device-Id
     headers; every mail carries X-Hbmon-Event-Type, X-Hbmon-Notification
-    (the kind), X-Hbmon-Devices (how many events) and X-Hbmon-Route.
+    (the kind), X-Hbmon-Devices (how many devices) and X-Hbmon-Route. Mails
+    about monitoring also carry X-Hbmon-Partitions.
     """
     items = notification.items
     message = EmailMessage()
@@ -89,7 +90,9 @@ def compose(
     message["X-Hbmon-Event-Type"] = items[0].event.type
     message["X-Hbmon-Notification"] = notification.kind.name
     message["X-Hbmon-Notification-Id"] = notification.notification_id
-    message["X-Hbmon-Devices"] = str(len(items))
+    message["X-Hbmon-Devices"] = str(digest.device_count(notification))
+    if notification.kind in (Kind.DEGRADED, Kind.RESTORED):
+        message["X-Hbmon-Partitions"] = str(len(items))
     message["X-Hbmon-Route"] = printable(notification.route)
     message.set_content(digest.text(notification, now, heartbeat_topic))
     message.add_alternative(

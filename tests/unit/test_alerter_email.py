@@ -2,11 +2,17 @@
 
 import csv
 import io
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from alerter.channels.email import compose
 from alerter.notification import Item, Kind, Notification
-from hbmon.events import DEVICE_DOWN, DEVICE_RECOVERED, AlertEvent
+from hbmon.events import (
+    DEVICE_DOWN,
+    DEVICE_RECOVERED,
+    MONITORING_DEGRADED,
+    AlertEvent,
+)
 
 LAST_SEEN_MS = 1_714_572_131_000  # 2024-05-01T14:02:11Z
 NOW = datetime(2024, 5, 1, 14, 12, 11, tzinfo=UTC)
@@ -124,3 +130,39 @@ def test_html_alternative_escapes_device_ids() -> None:
     assert html_part is not None
     assert "&lt;script&gt;" in str(html_part.get_content())
     assert "<script>" not in str(html_part.get_content())
+
+
+def degraded(partitions: int) -> Notification:
+    items = tuple(
+        Item(
+            Kind.DEGRADED,
+            f"k-{p}",
+            replace(
+                event(""),
+                type=MONITORING_DEGRADED,
+                event_id=f"degraded-{p}",
+                partition=p,
+                devices=100 * p + 5,
+                attrs=None,
+            ),
+        )
+        for p in range(partitions)
+    )
+    return Notification(Kind.DEGRADED, "all", (), items, 10)
+
+
+def test_degraded_mail_counts_devices_and_partitions() -> None:
+    message = mail(degraded(3))
+
+    assert message["X-Hbmon-Devices"] == "315"
+    assert message["X-Hbmon-Partitions"] == "3"
+
+
+def test_degraded_mail_sums_up_once_then_lists() -> None:
+    lines = plain(degraded(3)).splitlines()
+
+    assert lines[0] == (
+        "Monitoring degraded: 3 partitions of iot-data went silent; 315 devices "
+        "are not being judged."
+    )
+    assert sum("partition 1 of iot-data" in line for line in lines) == 1
