@@ -46,22 +46,24 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
-def records(count: int) -> list[tuple[str, bytes]]:
-    """Return `count` (device id, record value) pairs shaped like ingest's records."""
+def records(count: int) -> list[tuple[str, dict[str, object], bytes]]:
+    """Return `count` (device id, record, encoded record) shaped like ingest's.
+
+    The baseline sends the encoded records. Ingest's Publisher gets the
+    records, because it encodes them itself, a bundle at a time.
+    """
     now_ms = time.time_ns() // 1_000_000
-    pairs = []
+    triples = []
     for index in range(count):
         device_id = f"sensor-{index % DEVICES:06d}"
-        value = orjson.dumps(
-            {
-                "device_id": device_id,
-                "received_ms": now_ms,
-                "device_ts": now_ms / 1000,
-                "seq": index,
-            }
-        )
-        pairs.append((device_id, value))
-    return pairs
+        record: dict[str, object] = {
+            "device_id": device_id,
+            "received_ms": now_ms,
+            "device_ts": now_ms / 1000,
+            "seq": index,
+        }
+        triples.append((device_id, record, orjson.dumps(record)))
+    return triples
 
 
 def run_baseline(kafka: KafkaSettings, ingest: IngestSettings, data: list) -> float:
@@ -77,7 +79,7 @@ def run_baseline(kafka: KafkaSettings, ingest: IngestSettings, data: list) -> fl
     producer.flush(FLUSH_TIMEOUT_S)
     topic = kafka.heartbeat_topic
     started = cpu_seconds()
-    for index, (device_id, value) in enumerate(data):
+    for index, (device_id, _, value) in enumerate(data):
         producer.produce(topic, value, device_id)
         if index % POLL_EVERY == 0:
             producer.poll(0)
@@ -92,13 +94,13 @@ def run_ingest(kafka: KafkaSettings, ingest: IngestSettings, data: list) -> floa
     """Return CPU µs per record for ingest's Publisher."""
     publisher = Publisher(ingest, kafka, IngestMetrics(CollectorRegistry()))
     publisher.start()
-    publisher.publish("warm-up", b"warm-up", None)
+    publisher.publish("warm-up", {"device_id": "warm-up"}, None)
     while publisher.queue_length():
         publisher.poll()
         time.sleep(0.01)
     started = cpu_seconds()
-    for index, (device_id, value) in enumerate(data):
-        publisher.publish(device_id, value, None)
+    for index, (device_id, record, _) in enumerate(data):
+        publisher.publish(device_id, record, None)
         if index % POLL_EVERY == 0:
             publisher.poll()
     left = publisher.close(FLUSH_TIMEOUT_S)

@@ -192,21 +192,22 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 async def poll_forever(
     publisher: Publisher, metrics: IngestMetrics, interval_s: float
 ) -> None:
-    """Serve producer callbacks every `interval_s`, at once while they keep coming.
+    """Hand waiting bundles to the producer and serve its callbacks every `interval_s`.
 
-    A callback that raises is logged and the loop goes on, so one bad report
-    never stops delivery reports for the rest. Every `interval_s` the loop
-    also sets the queue length gauge and syncs the metrics' plain counts
-    into their counters, which is what other workers read in multiprocess
-    mode.
+    Each poll serves every callback already queued, and a bundle record has
+    one delivery report for all its heartbeats, so the loop waits the full
+    interval between polls. A callback that raises is logged and the loop
+    goes on, so one bad report never stops delivery reports for the rest.
+    Every `interval_s` the loop also sets the queue length gauge and syncs
+    the metrics' plain counts into their counters, which is what other
+    workers read in multiprocess mode.
     """
     log = RateLimitedLog()
     synced_at = time.monotonic()
     while True:
         try:
-            served = publisher.poll()
+            publisher.poll()
         except Exception:  # noqa: BLE001 - any callback error must not end polling
-            served = 0
             if log.allow("poll") is not None:
                 logger.exception("Producer callback failed; polling goes on")
         now = time.monotonic()
@@ -214,7 +215,7 @@ async def poll_forever(
             synced_at = now
             metrics.queue_length.set(publisher.queue_length())
             metrics.sync()
-        await asyncio.sleep(0 if served else interval_s)
+        await asyncio.sleep(interval_s)
 
 
 async def learn_partitions(publisher: Publisher) -> None:

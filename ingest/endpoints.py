@@ -107,10 +107,10 @@ class HeartbeatEndpoint:
                     return
             data = load_json(body, "body")
             received_ms = time.time_ns() // 1_000_000
-            device_id, value, ts_flag = self._parser.parse(data, received_ms)
+            device_id, record, ts_flag = self._parser.parse(data, received_ms)
             if prefix:
                 check_scope(prefix, device_id)
-            self._publisher.publish(device_id, value, ts_flag)
+            self._publisher.publish(device_id, record, ts_flag)
         except IngestError as err:
             count_error(self._metrics, err)
             await send_json(send, err.status, error_body(err), err.headers)
@@ -215,10 +215,10 @@ class BatchEndpoint:
                 data = load_json(item, "item") if type(item) is bytes else item
                 if type(data) is not dict:
                     raise invalid("item", "item must be a JSON object with device_id")
-                device_id, value, ts_flag = parse(data, received_ms)
+                device_id, record, ts_flag = parse(data, received_ms)
                 if prefix:
                     check_scope(prefix, device_id)
-                publish(device_id, value, ts_flag)
+                publish(device_id, record, ts_flag)
             except IngestError as err:
                 if err.retriable:
                     metrics.accepted_batch += accepted

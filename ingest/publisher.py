@@ -13,12 +13,12 @@ so an idle service notices that the broker came back.
 
 Heartbeats go out in bundle records once the partition count of the
 heartbeat topic is known, from the broker's metadata or the statistics.
-Each accepted heartbeat joins a list for its partition, and every poll (and
-the end of every batch request) hands each list to the producer as one
-record, a JSON array. A produce call and a
-delivery report per heartbeat cost about as much as the rest of ingest's
-work on it. Until the count is known, each heartbeat is its own record,
-keyed by its device id.
+Each accepted heartbeat's record joins a list for its partition, and every
+poll (and the end of every batch request) encodes each list as one record,
+a JSON array, and hands it to the producer. A produce call and a delivery
+report per heartbeat cost about as much as the rest of ingest's work on
+it. Until the count is known, each heartbeat is its own record, keyed by
+its device id.
 """
 
 import logging
@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from hbmon.kafka import KafkaSettings
 from hbmon.logs import RateLimitedLog
 from ingest.errors import IngestError
-from ingest.heartbeat import TS_FLAGS
+from ingest.heartbeat import TS_FLAGS, Record, encode_record
 from ingest.metrics import IngestMetrics
 from ingest.settings import IngestSettings
 
@@ -80,7 +80,7 @@ class Publisher:
         # in its statistics; 0 until then.
         self.partitions = 0
         # Records not yet handed to the producer, by partition.
-        self._pending: list[list[bytes]] = []
+        self._pending: list[list[Record]] = []
         self._pending_count = 0
         # The max heartbeats that may wait. It is 0 from the moment the
         # producer rejected a bundle until all waiting ones went out.
@@ -161,8 +161,7 @@ class Publisher:
     def poll(self) -> int:
         """Serve pending delivery, error and statistics callbacks without blocking.
 
-        Returns the number of callbacks served, so a caller can poll again
-        at once when it was not zero.
+        Returns the number of callbacks served.
         """
         producer = self._producer
         if producer is None:
@@ -213,7 +212,7 @@ class Publisher:
         ):
             raise self._unavailable("queue_full", "the producer queue is full")
 
-    def publish(self, device_id: str, value: bytes, ts_flag: str | None) -> None:
+    def publish(self, device_id: str, record: Record, ts_flag: str | None) -> None:
         """Queue one heartbeat record for the producer.
 
         Once the partition count is known, the record joins its partition's
@@ -228,9 +227,10 @@ class Publisher:
         partitions = self.partitions
         if partitions and self._pending_count < self._room:
             # partition_for, inline: a call costs about 0.05 µs here.
-            self._pending[crc32(device_id.encode()) % partitions].append(value)
+            self._pending[crc32(device_id.encode()) % partitions].append(record)
             self._pending_count += 1
             return
+        value = encode_record(record)
         producer = self._producer
         if producer is None:
             raise self._unavailable("producer_error", "the producer is not running")
@@ -268,16 +268,16 @@ class Publisher:
         if not self._pending_count or producer is None:
             return
         topic = self._topic
-        for partition, values in enumerate(self._pending):
-            if not values:
+        for partition, records in enumerate(self._pending):
+            if not records:
                 continue
             sent = 0
             try:
-                for value, count in bundle_values(values):
+                for value, count in bundle_values(records):
                     producer.produce(topic, value, None, partition)
                     sent += count
             except BufferError:
-                del values[:sent]
+                del records[:sent]
                 self._pending_count -= sent
                 self._room = 0
                 return
@@ -287,11 +287,11 @@ class Publisher:
                 logger.error(
                     "The producer rejected a bundle of %d heartbeats for "
                     "partition %d, so they are lost",
-                    len(values) - sent,
+                    len(records) - sent,
                     partition,
                 )
-            self._pending_count -= len(values)
-            values.clear()
+            self._pending_count -= len(records)
+            records.clear()
         self._room = self._settings.queue_max_messages
 
     def readiness(self, now: float) -> str | None:
@@ -505,21 +505,18 @@ def unanswered_s(brokers: dict[str, Any]) -> float | None:
     return min(silent_s) if silent_s else None
 
 
-def bundle_values(values: list[bytes]) -> Iterator[tuple[bytes, int]]:
-    """Join heartbeat records into bundle values of at most BUNDLE_MAX_BYTES.
+def bundle_values(records: list[Record]) -> Iterator[tuple[bytes, int]]:
+    """Encode heartbeat records into bundle values of at most BUNDLE_MAX_BYTES.
 
-    Yields each bundle, a JSON array, with the number of heartbeats in it.
-    A record longer than the limit alone still makes a bundle of one.
+    Yields each bundle, a JSON array, with the number of heartbeats in it,
+    in the order of `records`. A list that encodes too long is split in
+    halves until each half fits. A record longer than the limit alone still
+    makes a bundle of one.
     """
-    if sum(map(len, values)) + len(values) <= BUNDLE_MAX_BYTES:
-        yield b"[" + b",".join(values) + b"]", len(values)
+    value = encode_record(records)
+    if len(value) <= BUNDLE_MAX_BYTES or len(records) == 1:
+        yield value, len(records)
         return
-    start = 0
-    size = 0
-    for end, value in enumerate(values):
-        if size and size + len(value) + 1 > BUNDLE_MAX_BYTES:
-            yield b"[" + b",".join(values[start:end]) + b"]", end - start
-            start = end
-            size = 0
-        size += len(value) + 1
-    yield b"[" + b",".join(values[start:]) + b"]", len(values) - start
+    half = len(records) // 2
+    yield from bundle_values(records[:half])
+    yield from bundle_values(records[half:])

@@ -514,15 +514,22 @@ async def test_shutdown_sends_waiting_bundles(
 
 
 def test_bundle_values_split_at_the_byte_limit() -> None:
-    values = [b'{"device_id":"%d","pad":"%s"}' % (n, b"x" * 1000) for n in range(600)]
-    bundles = list(bundle_values(values))
+    records: list[dict[str, object]] = [
+        {"device_id": str(n), "pad": "x" * 1000} for n in range(600)
+    ]
+    bundles = list(bundle_values(records))
     assert len(bundles) > 1
     assert all(len(bundle) <= BUNDLE_MAX_BYTES for bundle, _ in bundles)
-    assert sum(count for _, count in bundles) == len(values)
+    assert sum(count for _, count in bundles) == len(records)
     items = [item for bundle, _ in bundles for item in orjson.loads(bundle)]
-    assert items == [orjson.loads(value) for value in values]
-    big = b'"' + b"x" * BUNDLE_MAX_BYTES + b'"'
-    assert list(bundle_values([big])) == [(b"[" + big + b"]", 1)]
+    assert items == records
+    big: dict[str, object] = {"device_id": "big", "pad": "x" * BUNDLE_MAX_BYTES}
+    assert list(bundle_values([big])) == [(orjson.dumps([big]), 1)]
+
+
+def test_bundle_values_fit_in_one_bundle() -> None:
+    records: list[dict[str, object]] = [{"device_id": f"d{n}"} for n in range(3)]
+    assert list(bundle_values(records)) == [(orjson.dumps(records), 3)]
 
 
 @pytest.mark.parametrize(
