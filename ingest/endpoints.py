@@ -31,6 +31,8 @@ from ingest.metrics import IngestMetrics
 from ingest.publisher import Publisher
 
 JSON = b"application/json"
+# JSON's whitespace. bytes.isspace() also counts VT and FF, which JSON does not.
+_JSON_SPACE = b" \t\r\n"
 NDJSON = b"application/x-ndjson"
 _ACCEPTED_START, _ACCEPTED_BODY = json_response(
     202, orjson.dumps({"status": "accepted"})
@@ -175,7 +177,7 @@ class BatchEndpoint:
             # Lines end at LF (or CRLF) only: bytes.splitlines() would also
             # split at a bare CR, which is JSON whitespace inside a line, and
             # shift the index of every later item.
-            items = [line for line in body.split(b"\n") if line and not line.isspace()]
+            items = [line for line in body.split(b"\n") if line.strip(_JSON_SPACE)]
         else:
             decoded = load_json(body, "body")
             if type(decoded) is not list:

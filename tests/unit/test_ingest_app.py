@@ -302,6 +302,19 @@ async def test_batch_ndjson_skips_blank_lines(client: httpx.AsyncClient) -> None
     assert body["rejected"][0]["field"] == "item"
 
 
+async def test_batch_ndjson_vt_line_is_item(client: httpx.AsyncClient) -> None:
+    # VT and FF are not JSON whitespace, so such a line is an invalid item.
+    content = b'{"device_id": "a"}\n\x0b\x0c\n \t\r\n{"device_id": "b"}\n'
+    response = await client.post(
+        "/v1/heartbeats/batch", content=content, headers=NDJSON
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 2
+    assert [item["index"] for item in body["rejected"]] == [1]
+    assert body["rejected"][0]["field"] == "item"
+
+
 async def test_batch_ndjson_bare_cr_inside_line(client: httpx.AsyncClient) -> None:
     # A CR alone is JSON whitespace, not a line end, so "a" is item 0.
     content = b'{"device_id":\r"a"}\n{"device_id": 7}\n'
