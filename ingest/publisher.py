@@ -511,7 +511,9 @@ def bundle_values(records: list[Record]) -> Iterator[tuple[bytes, int]]:
     Yields each bundle, a JSON array, with the number of heartbeats in it,
     in the order of `records`. A list that encodes too long is split in
     halves until each half fits. A record longer than the limit alone still
-    makes a bundle of one.
+    makes a bundle of one. Encoding does not fail: the records' values come
+    from orjson.loads, and orjson.dumps encodes all of them (it decodes
+    integers beyond 64 bits as floats, and attrs are already bytes).
     """
     value = encode_record(records)
     if len(value) <= BUNDLE_MAX_BYTES or len(records) == 1:
