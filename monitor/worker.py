@@ -10,6 +10,7 @@ together, in one Kafka transaction per commit interval in exactly-once mode.
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 
 from confluent_kafka import (
@@ -238,11 +239,12 @@ class MonitorWorker:
             for event in events:
                 self._emit(partition, event)
             if events:
+                counts = Counter(event.type for event in events)
                 logger.info(
-                    "Partition %d: %d events at clock %d (%d DOWNs held)",
+                    "Partition %d judged at clock %d ms: %s; %d DOWNs held",
                     partition,
-                    len(events),
                     state.clock.now_ms,
+                    ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())),
                     len(state.held_downs),
                 )
         self.metrics.scan_seconds.observe(time.perf_counter() - started)
