@@ -8,6 +8,7 @@ token's device-id prefix (403), and its record queued to the producer
 (503 when that fails). A 202 is sent only after the record is queued.
 """
 
+import re
 import time
 
 import orjson
@@ -179,7 +180,16 @@ class BatchEndpoint:
             # shift the index of every later item.
             items = [line for line in body.split(b"\n") if line.strip(_JSON_SPACE)]
         else:
-            decoded = load_json(body, "body")
+            try:
+                decoded = orjson.loads(body)
+            except orjson.JSONDecodeError as err:
+                # One item that orjson cannot decode, such as a lone surrogate
+                # or nesting past its depth limit, must not cost the others:
+                # each item's bytes are then decoded on their own.
+                split = split_array(body)
+                if split is None:
+                    raise invalid("body", f"body is not valid JSON: {err}") from err
+                decoded = split
             if type(decoded) is not list:
                 raise invalid("body", "batch body must be a JSON array of heartbeats")
             items = decoded
@@ -246,6 +256,49 @@ class BatchEndpoint:
         # The batch's bundles go out now rather than at the next poll.
         publisher.send_pending()
         return accepted, rejected
+
+
+# The tokens that give a JSON array its items: strings, whose brackets and
+# commas do not count, and the brackets and commas outside them.
+_ARRAY_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.DOTALL)
+
+
+def split_array(body: bytes) -> list[object] | None:
+    """Return the bytes of each item of the JSON array `body`, or None.
+
+    Only strings, brackets and commas are read, so an item that orjson
+    rejects still has its place, and its own decoding reports the error.
+    None means that `body` is not one array of balanced items: then no item
+    has a reliable index.
+    """
+    text = body.strip(_JSON_SPACE)
+    if text[:1] != b"[":
+        return None
+    items: list[object] = []
+    depth = 0
+    start = 0
+    end = -1
+    for token in _ARRAY_TOKENS.finditer(text):
+        mark = token.group()
+        if mark[:1] == b'"':
+            continue
+        if mark in (b"[", b"{"):
+            depth += 1
+            if depth == 1:
+                start = token.end()
+        elif mark in (b"]", b"}"):
+            depth -= 1
+            if depth == 0:
+                end = token.end()
+                if text[start : token.start()].strip(_JSON_SPACE) or items:
+                    items.append(text[start : token.start()])
+                break
+        elif depth == 1:
+            items.append(text[start : token.start()])
+            start = token.end()
+    if end != len(text):
+        return None
+    return items
 
 
 def count_error(metrics: IngestMetrics, err: IngestError) -> None:

@@ -364,11 +364,44 @@ async def test_batch_over_byte_limit_413(client: httpx.AsyncClient) -> None:
     assert "4096 bytes" in response.json()["error"]
 
 
-async def test_batch_nested_past_parser_limit_400(client: httpx.AsyncClient) -> None:
-    content = b"[" * 1500 + b"]" * 1500
+async def test_batch_item_past_parser_depth_rejected(
+    client: httpx.AsyncClient,
+) -> None:
+    deep = b'{"device_id": "deep", "attrs": ' + b"[" * 1500 + b"]" * 1500 + b"}"
+    content = b'[{"device_id": "a"}, ' + deep + b"]"
+    response = await client.post("/v1/heartbeats/batch", content=content, headers=JSON)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 1
+    assert [item["index"] for item in body["rejected"]] == [1]
+    assert body["rejected"][0]["field"] == "item"
+    assert "depth" in body["rejected"][0]["error"]
+
+
+async def test_batch_lone_surrogate_item_rejected(client: httpx.AsyncClient) -> None:
+    # orjson rejects a lone surrogate, so the array as a whole does not decode.
+    content = (
+        b'[{"device_id": "a"}, {"device_id": "b", "attrs": {"x": "\\ud800"}},'
+        b' {"device_id": "c"}]'
+    )
+    response = await client.post("/v1/heartbeats/batch", content=content, headers=JSON)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 2
+    assert [item["index"] for item in body["rejected"]] == [1]
+    assert "surrogate" in body["rejected"][0]["error"]
+
+
+@pytest.mark.parametrize(
+    "content", [b'[{"device_id": "a"}', b'[{"device_id": "a"}] x', b"[" * 1500]
+)
+async def test_batch_unbalanced_array_400(
+    client: httpx.AsyncClient, content: bytes
+) -> None:
     response = await client.post("/v1/heartbeats/batch", content=content, headers=JSON)
     assert response.status_code == 400
     assert response.json()["field"] == "body"
+    assert "not valid JSON" in response.json()["error"]
 
 
 async def test_batch_wrong_content_type_415(client: httpx.AsyncClient) -> None:
