@@ -93,11 +93,11 @@ class ContactWatch:
         self.lost = True
         self.metrics.broker_contact_lost.set(1)
         self.metrics.broker_contact_losses.inc()
+        owned = sorted(self.pool.partitions)
         logger.warning(
-            "Lost contact with the brokers leading partitions %s (last response "
-            "%s ms ago, previous check %d ms ago); judging no deadline until "
-            "they respond again",
-            sorted(self.pool.partitions),
+            "Lost contact with the brokers %s (last response %s ms ago, previous "
+            "check %d ms ago); judging no deadline until they respond again",
+            f"leading partitions {owned}" if owned else "(no partition owned)",
             silent_ms,
             stalled_ms,
         )
