@@ -289,6 +289,8 @@ def split_array(body: bytes) -> list[object] | None:
         elif mark in (b"]", b"}"):
             depth -= 1
             if depth == 0:
+                if mark != b"]":
+                    return None
                 end = token.end()
                 if text[start : token.start()].strip(_JSON_SPACE) or items:
                     items.append(text[start : token.start()])

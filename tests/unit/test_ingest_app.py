@@ -393,7 +393,8 @@ async def test_batch_lone_surrogate_item_rejected(client: httpx.AsyncClient) -> 
 
 
 @pytest.mark.parametrize(
-    "content", [b'[{"device_id": "a"}', b'[{"device_id": "a"}] x', b"[" * 1500]
+    "content",
+    [b'[{"device_id": "a"}', b'[{"device_id": "a"}] x', b"[" * 1500, b"[}", b"[{]}"],
 )
 async def test_batch_unbalanced_array_400(
     client: httpx.AsyncClient, content: bytes
