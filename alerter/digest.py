@@ -12,6 +12,7 @@ import io
 from datetime import datetime
 
 from alerter.message import (
+    count_devices,
     downtime_ms,
     format_duration_short,
     format_duration_words,
@@ -41,7 +42,7 @@ def subject(notification: Notification, now: datetime, heartbeat_topic: str) -> 
     if kind in (Kind.DEGRADED, Kind.RESTORED):
         devices_held = device_count(notification)
         verb = (
-            f"silent, {devices_held:,} devices not judged"
+            f"silent, {count_devices(devices_held)} not judged"
             if kind is Kind.DEGRADED
             else ("heard again")
         )
@@ -119,10 +120,12 @@ def summary(notification: Notification, now: datetime, heartbeat_topic: str) -> 
             return monitoring_sentence(items[0].event, heartbeat_topic)
         # One sentence for all partitions; the list below names each one.
         topic = printable(heartbeat_topic)
+        devices = device_count(notification)
         if kind is Kind.DEGRADED:
             return (
                 f"Monitoring degraded: {count} partitions of {topic} went silent; "
-                f"{device_count(notification):,} devices are not being judged."
+                f"{count_devices(devices)} {'is' if devices == 1 else 'are'} not being "
+                "judged."
             )
         return (
             f"Monitoring restored: {count} partitions of {topic} are heard again; "
@@ -166,8 +169,14 @@ def device_count(notification: Notification) -> int:
 
 
 def listed(notification: Notification) -> list[Item]:
-    """Return the items named in the body: all, or the first in a digest, by name."""
-    items = sorted(notification.items, key=lambda item: item.event.device_id)
+    """Return the items named in the body: all, or the first in a digest, in order.
+
+    Devices are in order of their ids, monitoring events of their partitions.
+    """
+    items = sorted(
+        notification.items,
+        key=lambda item: (item.event.device_id, item.event.partition),
+    )
     if notification.is_digest:
         return items[: notification.digest_threshold]
     return items
@@ -225,7 +234,14 @@ def item_line(item: Item, kind: Kind, now: datetime, heartbeat_topic: str) -> st
             f"{device}: {item.flips} state changes, now {_state_word(event.type)} "
             f"since {format_utc_age(event.detected_ms, 'detected_ms', now)}"
         )
-    return monitoring_sentence(event, heartbeat_topic)
+    if kind is Kind.DEGRADED:
+        since = format_utc(event.last_seen_ms, "last_seen_ms")
+        return (
+            f"partition {event.partition}: silent since {since}, "
+            f"{count_devices(event.devices or 0)} not judged"
+        )
+    back = format_utc(event.detected_ms, "detected_ms")
+    return f"partition {event.partition}: heard again at {back}"
 
 
 def _footer(notification: Notification) -> str:

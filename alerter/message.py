@@ -181,13 +181,19 @@ def render_rows(
     return summary, rows
 
 
+def count_devices(count: int) -> str:
+    """Return `count` with the noun: "1 device", "1,234 devices"."""
+    return "1 device" if count == 1 else f"{count:,} devices"
+
+
 def monitoring_sentence(event: AlertEvent, heartbeat_topic: str) -> str:
     """Return the plain sentence of a MONITORING_DEGRADED or RESTORED event."""
     topic = printable(heartbeat_topic)
     if event.type == MONITORING_DEGRADED:
         return (
             f"Monitoring degraded: partition {event.partition} of {topic} went "
-            f"silent; {event.devices or 0:,} devices are not being judged."
+            f"silent; {count_devices(event.devices or 0)} "
+            f"{'is' if event.devices == 1 else 'are'} not being judged."
         )
     return (
         f"Monitoring restored: partition {event.partition} of {topic} is heard "
@@ -200,7 +206,7 @@ def _monitoring_subject(event: AlertEvent, heartbeat_topic: str) -> str:
     if event.type == MONITORING_DEGRADED:
         return (
             f"[MONITORING DEGRADED] partition {event.partition} of {topic} silent, "
-            f"{event.devices or 0:,} devices not judged"
+            f"{count_devices(event.devices or 0)} not judged"
         )
     return f"[MONITORING RESTORED] partition {event.partition} of {topic} heard again"
 

@@ -132,7 +132,8 @@ def test_html_alternative_escapes_device_ids() -> None:
     assert "<script>" not in str(html_part.get_content())
 
 
-def degraded(partitions: int) -> Notification:
+def degraded(partitions: int, devices: int | None = None) -> Notification:
+    """Return a DEGRADED notification; partition p has 100 * p + 5 devices."""
     items = tuple(
         Item(
             Kind.DEGRADED,
@@ -142,7 +143,7 @@ def degraded(partitions: int) -> Notification:
                 type=MONITORING_DEGRADED,
                 event_id=f"degraded-{p}",
                 partition=p,
-                devices=100 * p + 5,
+                devices=100 * p + 5 if devices is None else devices,
                 attrs=None,
             ),
         )
@@ -165,4 +166,22 @@ def test_degraded_mail_sums_up_once_then_lists() -> None:
         "Monitoring degraded: 3 partitions of iot-data went silent; 315 devices "
         "are not being judged."
     )
-    assert sum("partition 1 of iot-data" in line for line in lines) == 1
+    bullets = [line for line in lines if line.startswith("- ")]
+    assert bullets == [
+        "- partition 0: silent since 2024-05-01T14:02:11.000Z, 5 devices not judged",
+        "- partition 1: silent since 2024-05-01T14:02:11.000Z, 105 devices not judged",
+        "- partition 2: silent since 2024-05-01T14:02:11.000Z, 205 devices not judged",
+    ]
+
+
+def test_degraded_mail_counts_one_device_in_singular() -> None:
+    notification = degraded(2, devices=1)
+    single = degraded(1, devices=1)
+
+    assert mail(single)["Subject"].endswith("1 device not judged")
+    assert "1 device is not being judged" in plain(single)
+    assert "2 devices are not being judged" in plain(notification)
+    assert (
+        "- partition 1: silent since 2024-05-01T14:02:11.000Z, 1 device not judged"
+        in plain(notification)
+    )
