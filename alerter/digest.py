@@ -118,7 +118,7 @@ def summary(notification: Notification, now: datetime, heartbeat_topic: str) -> 
     if kind in (Kind.DEGRADED, Kind.RESTORED):
         if count == 1:
             return monitoring_sentence(items[0].event, heartbeat_topic)
-        # One sentence for all partitions; the list below names each one.
+        # One sentence for all partitions, because the list below names each.
         topic = printable(heartbeat_topic)
         devices = device_count(notification)
         if kind is Kind.DEGRADED:

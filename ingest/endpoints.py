@@ -184,7 +184,7 @@ class BatchEndpoint:
                 decoded = orjson.loads(body)
             except orjson.JSONDecodeError as err:
                 # One item that orjson cannot decode, such as a lone surrogate
-                # or nesting past its depth limit, must not cost the others:
+                # or nesting past its depth limit, must not cost the others, so
                 # each item's bytes are then decoded on their own.
                 split = split_array(body)
                 if split is None:

@@ -158,16 +158,13 @@ class Publisher:
         queued = len(producer) if producer is not None else 0
         return queued + self._pending_count
 
-    def poll(self) -> int:
-        """Serve pending delivery, error and statistics callbacks without blocking.
-
-        Returns the number of callbacks served.
-        """
+    def poll(self) -> None:
+        """Serve pending delivery, error and statistics callbacks without blocking."""
         producer = self._producer
         if producer is None:
-            return 0
+            return
         self.send_pending()
-        served = int(producer.poll(0))
+        producer.poll(0)
         if self._delivered:
             self._delivered = False
             self._mark_contact()
@@ -182,7 +179,6 @@ class Publisher:
                     self._kafka.bootstrap_servers,
                     lost_s,
                 )
-        return served
 
     def check_available(self, now: float) -> None:
         """Raise a 503 IngestError if the broker has been lost for too long.

@@ -290,42 +290,39 @@ async def test_batch_json_partial_accept(
     )
 
 
-async def test_batch_ndjson_skips_blank_lines(client: httpx.AsyncClient) -> None:
-    content = b'{"device_id": "a"}\r\n\n  \n{oops\n{"device_id": "b"}\n'
+@pytest.mark.parametrize(
+    ("content", "accepted", "rejected"),
+    [
+        # Blank lines are skipped and not counted.
+        (
+            b'{"device_id": "a"}\r\n\n  \n{oops\n{"device_id": "b"}\n',
+            2,
+            [(1, "item")],
+        ),
+        # VT and FF are not JSON whitespace, so such a line is an invalid item.
+        (
+            b'{"device_id": "a"}\n\x0b\x0c\n \t\r\n{"device_id": "b"}\n',
+            2,
+            [(1, "item")],
+        ),
+        # A CR alone is JSON whitespace, not a line end, so "a" is item 0.
+        (b'{"device_id":\r"a"}\n{"device_id": 7}\n', 1, [(1, "device_id")]),
+    ],
+    ids=["blank_lines", "vt_ff_line", "bare_cr"],
+)
+async def test_batch_ndjson_line_rules(
+    client: httpx.AsyncClient,
+    content: bytes,
+    accepted: int,
+    rejected: list[tuple[int, str]],
+) -> None:
     response = await client.post(
         "/v1/heartbeats/batch", content=content, headers=NDJSON
     )
     assert response.status_code == 202
     body = response.json()
-    assert body["accepted"] == 2
-    assert body["rejected"][0]["index"] == 1
-    assert body["rejected"][0]["field"] == "item"
-
-
-async def test_batch_ndjson_vt_line_is_item(client: httpx.AsyncClient) -> None:
-    # VT and FF are not JSON whitespace, so such a line is an invalid item.
-    content = b'{"device_id": "a"}\n\x0b\x0c\n \t\r\n{"device_id": "b"}\n'
-    response = await client.post(
-        "/v1/heartbeats/batch", content=content, headers=NDJSON
-    )
-    assert response.status_code == 202
-    body = response.json()
-    assert body["accepted"] == 2
-    assert [item["index"] for item in body["rejected"]] == [1]
-    assert body["rejected"][0]["field"] == "item"
-
-
-async def test_batch_ndjson_bare_cr_inside_line(client: httpx.AsyncClient) -> None:
-    # A CR alone is JSON whitespace, not a line end, so "a" is item 0.
-    content = b'{"device_id":\r"a"}\n{"device_id": 7}\n'
-    response = await client.post(
-        "/v1/heartbeats/batch", content=content, headers=NDJSON
-    )
-    assert response.status_code == 202
-    body = response.json()
-    assert body["accepted"] == 1
-    assert [item["index"] for item in body["rejected"]] == [1]
-    assert body["rejected"][0]["field"] == "device_id"
+    assert body["accepted"] == accepted
+    assert [(item["index"], item["field"]) for item in body["rejected"]] == rejected
 
 
 async def test_batch_empty_array_accepts_none(client: httpx.AsyncClient) -> None:
