@@ -5,28 +5,11 @@ which would cost more than the rest of a small request's handling.
 """
 
 import orjson
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Send
 
 from ingest.errors import Headers, IngestError
 
 _JSON = (b"content-type", b"application/json")
-
-
-def request_headers(scope: Scope) -> tuple[bytes, bytes, bytes]:
-    """Return the Content-Type, Content-Length and Authorization values.
-
-    A missing header reads as b"". ASGI servers send header names in lower
-    case.
-    """
-    content_type = content_length = authorization = b""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            content_type = value
-        elif name == b"content-length":
-            content_length = value
-        elif name == b"authorization":
-            authorization = value
-    return content_type, content_length, authorization
 
 
 def media_type(content_type: bytes) -> bytes:
@@ -111,7 +94,12 @@ def load_json(body: bytes, field: str) -> object:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as err:
-        raise IngestError(400, field, f"{field} is not valid JSON: {err}") from err
+        raise json_error(field, err) from err
+
+
+def json_error(field: str, err: orjson.JSONDecodeError) -> IngestError:
+    """Return the 400 IngestError for `field` that orjson could not decode."""
+    return IngestError(400, field, f"{field} is not valid JSON: {err}")
 
 
 async def send_json(

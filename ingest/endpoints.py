@@ -17,11 +17,11 @@ from starlette.types import Receive, Scope, Send
 from ingest.asgi import (
     check_content_length,
     error_body,
+    json_error,
     json_response,
     load_json,
     media_type,
     read_body,
-    request_headers,
     send_json,
     whole_body,
 )
@@ -51,32 +51,47 @@ class RequestReader:
         media_types: tuple[bytes, ...],
         max_bytes: int,
     ) -> None:
-        self._authenticator = authenticator
+        # None when no tokens are configured, which skips a call per request.
+        self._authenticate = None if authenticator.open else authenticator.authenticate
         self._publisher = publisher
         self._media_types = media_types
         self.max_bytes = max_bytes
+        self._max_digits = len(str(max_bytes))
         names = " or ".join(media.decode() for media in media_types)
         self._media_error = f"Content-Type must be {names}"
 
     def check(self, scope: Scope) -> tuple[bytes, str]:
         """Return the request's media type and the token's device-id prefix.
 
-        The caller reads the body next, with `read_body`. Endpoints await
-        it themselves, because a coroutine around both steps cost about
-        0.2 µs more per request.
+        The caller reads the body next. Endpoints await it themselves, and
+        the common cases of reading headers and checking Content-Length run
+        here rather than in calls of their own (see HeartbeatEndpoint).
 
         Raises:
             IngestError: 401, 415, 413 or 503, in that order of checking.
         """
-        content_type, content_length, authorization = request_headers(scope)
-        prefix = self._authenticator.authenticate(authorization)
+        # ASGI servers send header names in lower case. A repeated header
+        # counts with its last value; a missing one reads as b"".
+        content_type = content_length = authorization = b""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                content_length = value
+            elif name == b"authorization":
+                authorization = value
+        prefix = self._authenticate(authorization) if self._authenticate else ""
         media = content_type
         if media not in self._media_types:
             # Not the exact media type: drop parameters and letter case.
             media = media_type(content_type)
         if media not in self._media_types:
             raise IngestError(415, "Content-Type", self._media_error)
-        check_content_length(content_length, self.max_bytes)
+        # Digits only, and fewer of them than the limit has, are below it.
+        if content_length and (
+            len(content_length) >= self._max_digits or not content_length.isdigit()
+        ):
+            check_content_length(content_length, self.max_bytes)
         publisher = self._publisher
         if not publisher.healthy:
             publisher.check_available(time.monotonic())
@@ -99,16 +114,27 @@ class HeartbeatEndpoint:
         self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The common case of whole_body and load_json runs inline, as do
+        # steps of RequestReader.check: under load, a call on this path costs
+        # several times what it costs in a loop. Five fewer calls per request
+        # gained about 0.01 of the no-op app's heartbeats per CPU-second
+        # (0.801 against 0.793, median of 5 rounds of 8 s, 2-core AMD EPYC VM).
         try:
-            _, prefix = self._reader.check(scope)
+            reader = self._reader
+            _, prefix = reader.check(scope)
             message = await receive()
-            # A body in one message, the common case, needs no coroutine.
-            body = whole_body(message, self._reader.max_bytes)
-            if body is None:
-                body = await read_body(message, receive, self._reader.max_bytes)
+            if message["type"] == "http.request" and not message.get("more_body"):
+                body = message.get("body", b"")
+                if len(body) > reader.max_bytes:
+                    whole_body(message, reader.max_bytes)  # raises the 413
+            else:
+                body = await read_body(message, receive, reader.max_bytes)
                 if body is None:
                     return
-            data = load_json(body, "body")
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as err:
+                raise json_error("body", err) from err
             received_ms = time.time_ns() // 1_000_000
             device_id, record, ts_flag = self._parser.parse(data, received_ms)
             if prefix:

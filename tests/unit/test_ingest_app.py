@@ -19,7 +19,10 @@ from starlette.applications import Starlette
 
 from hbmon.kafka import KafkaSettings
 from ingest.app import create_app
-from ingest.auth import parse_tokens
+from ingest.auth import Authenticator, parse_tokens
+from ingest.endpoints import RequestReader
+from ingest.errors import IngestError
+from ingest.metrics import IngestMetrics
 from ingest.publisher import BUNDLE_MAX_BYTES, Publisher, bundle_values, unanswered_s
 from ingest.settings import IngestSettings
 
@@ -184,6 +187,41 @@ async def test_post_over_content_length_413(client: httpx.AsyncClient) -> None:
     assert response.status_code == 413
     assert response.json()["field"] == "body"
     assert "512 bytes" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("declared", "status"),
+    [
+        (b"99", None),
+        (b"512", None),
+        (b"0000512", None),
+        (b"513", 413),
+        (b"0000513", 413),
+        (b"99999999999999999999", 413),
+        (b"12a", 400),
+        (b"-1", None),
+    ],
+)
+def test_declared_content_length(declared: bytes, status: int | None) -> None:
+    # The reader skips int() for short all-digit values; every other value
+    # gets the full check, so the answer is the same either way.
+    publisher = Publisher(SETTINGS, NO_BROKER, IngestMetrics(CollectorRegistry()))
+    reader = RequestReader(
+        authenticator=Authenticator(()),
+        publisher=publisher,
+        media_types=(b"application/json",),
+        max_bytes=SETTINGS.max_body_bytes,
+    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", declared)]
+    if status is None:
+        assert reader.check({"headers": headers}) == (b"application/json", "")
+        return
+    with pytest.raises(IngestError) as raised:
+        reader.check({"headers": headers})
+    assert (raised.value.status, raised.value.field) == (
+        status,
+        "Content-Length" if status == 400 else "body",
+    )
 
 
 async def test_post_over_size_chunked_413(client: httpx.AsyncClient) -> None:
