@@ -172,6 +172,14 @@ def classify_error(err: OSError) -> DeliveryError:
             retriable=any(400 <= code < 500 for code in codes),
             code=min(codes, default=None),
         )
+    if isinstance(err, smtplib.SMTPConnectError):
+        # The greeting is not a reply to a command.
+        return DeliveryError(
+            f"SMTP server greeted with {err.smtp_code} {_text(err.smtp_error)} "
+            "instead of 220",
+            retriable=not 500 <= err.smtp_code < 600,
+            code=err.smtp_code,
+        )
     if isinstance(err, smtplib.SMTPResponseException):
         command = _COMMANDS.get(type(err), "a command")
         return DeliveryError(
@@ -179,8 +187,10 @@ def classify_error(err: OSError) -> DeliveryError:
             retriable=not 500 <= err.smtp_code < 600,
             code=err.smtp_code,
         )
-    if isinstance(err, TimeoutError):
-        reason = f"SMTP server timed out ({err})"
+    # When a read times out, smtplib raises SMTPServerDisconnected with a
+    # text about a closed connection.
+    if isinstance(err, TimeoutError) or isinstance(err.__context__, TimeoutError):
+        reason = "SMTP server timed out"
     elif isinstance(err, smtplib.SMTPServerDisconnected):
         reason = f"SMTP server closed the connection ({err})"
     elif isinstance(err, smtplib.SMTPException):

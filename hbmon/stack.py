@@ -37,6 +37,8 @@ HELP = "Start broker, topics, ingest, monitor, alerter, a local mailbox and devi
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SCRIPT = ROOT / "deploy" / "kafka.sh"
 ROLES = ("ingest", "monitor", "alerter")
+# How often the fleet's progress goes to output that is not a terminal.
+PROGRESS_LOG_INTERVAL_S = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +171,9 @@ class Stack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.started_at: dict[str, float] = {}
         self.stop = asyncio.Event()
+        # Seconds into the simulation of the last progress line written to a
+        # file or pipe.
+        self.progress_logged_at = -PROGRESS_LOG_INTERVAL_S
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -238,8 +243,13 @@ class Stack:
         self, plan: FleetPlan, progress: FleetProgress, elapsed: float
     ) -> None:
         line = format_progress(plan, progress, elapsed)
-        sys.stdout.write("\r" + line.ljust(100))
-        sys.stdout.flush()
+        if sys.stdout.isatty():
+            sys.stdout.write("\r" + line.ljust(100))
+            sys.stdout.flush()
+        elif elapsed >= self.progress_logged_at + PROGRESS_LOG_INTERVAL_S:
+            # A file or pipe keeps every line, so only one per interval.
+            self.progress_logged_at = elapsed
+            print(line, flush=True)
 
     async def _watch_mailbox(self) -> None:
         seen: set[Path] = set(self.mail_dir.glob("*.eml"))
@@ -384,5 +394,7 @@ class Stack:
 
 
 def say(line: str) -> None:
-    sys.stdout.write("\r" + line.ljust(100) + "\n")
-    sys.stdout.flush()
+    """Print a line, over the progress line when the output is a terminal."""
+    if sys.stdout.isatty():
+        line = "\r" + line.ljust(100)
+    print(line, flush=True)

@@ -4,6 +4,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from email.message import EmailMessage
@@ -170,7 +171,31 @@ def test_send_silent_server_times_out_as_transient(settings: AlerterSettings) ->
             mailer.send(sample_message())
 
     assert caught.value.retriable is True
-    assert "timed out" in str(caught.value)
+    assert "SMTP server timed out" in str(caught.value)
+    assert "closed" not in str(caught.value)
+
+
+def test_send_busy_greeting_is_transient(settings: AlerterSettings) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+
+        def greet_busy() -> None:
+            connection, _ = busy.accept()
+            with connection:
+                connection.sendall(b"421 4.3.2 Too busy, try later\r\n")
+
+        greeter = threading.Thread(target=greet_busy, daemon=True)
+        greeter.start()
+        mailer = SmtpMailer(replace(settings, smtp_port=port))
+        with pytest.raises(DeliveryError) as caught:
+            mailer.send(sample_message())
+        greeter.join(timeout=10)
+
+    assert caught.value.retriable is True
+    assert caught.value.code == 421
+    assert "greeted with 421 4.3.2 Too busy, try later instead of 220" in str(
+        caught.value
+    )
 
 
 def test_send_waits_for_slow_data_reply(
@@ -201,7 +226,8 @@ def test_send_data_reply_times_out_as_transient(
         mailer.send(sample_message())
 
     assert caught.value.retriable is True
-    assert "timed out" in str(caught.value)
+    assert "SMTP server timed out" in str(caught.value)
+    assert "closed" not in str(caught.value)
 
 
 def test_data_timeout_default_follows_rfc_5321() -> None:
