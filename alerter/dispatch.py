@@ -23,6 +23,7 @@ from alerter.channels.slack import SlackChannel
 from alerter.channels.webhook import WebhookChannel
 from alerter.deadletter import DeadLetters
 from alerter.ledger import OffsetLedger, RecordRef
+from alerter.message import count_of
 from alerter.metrics import AlerterMetrics
 from alerter.notification import Item, Notification
 from alerter.routing import ChannelConfig, Route, Router
@@ -195,10 +196,10 @@ class Lane:
         task.failures, task.first_failure_s = 0, None
         self.metrics.record_sent(self.receiver, self.channel.kind)
         logger.info(
-            "Sent %s notification %s (%d events, route %s) via %s",
+            "Sent %s notification %s (%s, route %s) via %s",
             notification.kind.name,
             notification.notification_id,
-            len(unit),
+            count_of(len(unit), "event"),
             notification.route,
             self.name,
         )
@@ -246,12 +247,12 @@ class Lane:
             outcome="parked",
         )
         logger.error(
-            "Parking %s notification %s (%d events, route %s) for %s: %s. It is "
+            "Parking %s notification %s (%s, route %s) for %s: %s. It is "
             "written to the dead-letter topic and the sent log%s, and the lane "
             "goes on with the next",
             notification.kind.name,
             notification.notification_id,
-            len(notification.items),
+            count_of(len(notification.items), "event"),
             notification.route,
             self.name,
             reason,

@@ -183,7 +183,12 @@ def render_rows(
 
 def count_devices(count: int) -> str:
     """Return `count` with the noun: "1 device", "1,234 devices"."""
-    return "1 device" if count == 1 else f"{count:,} devices"
+    return count_of(count, "device")
+
+
+def count_of(count: int, noun: str) -> str:
+    """Return `count` with `noun`, plural unless it is 1: "1 event", "2 events"."""
+    return f"1 {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def monitoring_sentence(event: AlertEvent, heartbeat_topic: str) -> str:
