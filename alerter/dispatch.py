@@ -231,15 +231,31 @@ class Lane:
         if err.retriable:
             reason = f"transient failures for {self.retry_for_s:g} s; last: {err}"
         self.metrics.failed.labels(self.receiver, self.channel.kind, "permanent").inc()
-        self.metrics.parked.labels(self.receiver, self.channel.kind).inc()
         parked_ms = int(time.time() * 1000)
-        written = self.dead_letters.park(
+        if not self.dead_letters.park(
             self.name, notification, notification.items, reason, err.code, parked_ms
-        )
+        ):
+            # Dropping it now could lose it, so the lane tries it again.
+            task.failures += 1
+            task.next_attempt_s = now_s + self.backoff.delay_s(task.failures)
+            logger.error(
+                "Could not park %s notification %s (%s, route %s) for %s: the "
+                "dead-letter records were refused or not acknowledged within "
+                "10 s. It stays in the lane and is tried again in %.0f s; %s",
+                notification.kind.name,
+                notification.notification_id,
+                count_of(len(notification.items), "event"),
+                notification.route,
+                self.name,
+                task.next_attempt_s - now_s,
+                reason,
+            )
+            return
+        self.metrics.parked.labels(self.receiver, self.channel.kind).inc()
         # Items count as handled, so that a restart skips them, only once the
-        # broker has the dead-letter record. A crash between the two writes
+        # broker has the dead-letter records. A crash between the two writes
         # sends the notification again after a restart instead of losing it.
-        recorded = written and self.sent_log.record(
+        recorded = self.sent_log.record(
             self.name,
             [item.key for item in notification.items],
             notification.notification_id,
@@ -256,7 +272,7 @@ class Lane:
             notification.route,
             self.name,
             reason,
-            "" if recorded else " (NOT acknowledged by the broker within 10 s)",
+            "" if recorded else " (the sent log NOT acknowledged within 10 s)",
         )
         task.units.pop(0)
         task.failures, task.first_failure_s = 0, None

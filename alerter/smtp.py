@@ -27,6 +27,10 @@ _COMMANDS = {
 }
 
 
+# Errors that carry a reply, so the connection still works.
+_REPLIES = (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused)
+
+
 class _Smtp(smtplib.SMTP):
     """smtplib.SMTP with a separate socket timeout for the DATA exchange.
 
@@ -74,29 +78,35 @@ class SmtpMailer:
 
         The mail counts as delivered when at least one recipient was
         accepted. The returned dict maps each rejected address to the
-        server's reply code and text. When the server closed the open
-        connection while it sat idle, this opens a new one and tries once
-        more. A connection that breaks after the message data was sent may
-        deliver a mail that a retry then sends again.
+        server's reply code and text. An open connection is checked with
+        NOOP first, and a new one is opened when the server closed it
+        while it sat idle. Any failure after that is the mail's, never
+        retried here: a connection that breaks after the message data was
+        sent may have delivered a mail that a later attempt sends again.
 
         Raises:
             DeliveryError: no recipient got the mail.
         """
-        if self._connection is not None:
-            try:
-                return self._connection.send_message(message)
-            except smtplib.SMTPServerDisconnected:
-                logger.debug("SMTP server %s closed the idle connection", self.address)
-                self.close()
-            except OSError as err:
-                self.close()
-                raise classify_error(err) from err
-
-        self._connection = self._open()
+        connection = self._connection
+        if connection is not None and not _answers_noop(connection):
+            logger.debug(
+                "SMTP server %s gave no 250 to NOOP on the open connection; "
+                "opening a new one",
+                self.address,
+            )
+            self._connection = None
+            connection.close()
+        if self._connection is None:
+            self._connection = self._open()
         try:
             return self._connection.send_message(message)
         except OSError as err:
-            self.close()
+            if isinstance(err, _REPLIES):
+                self.close()
+            else:
+                # No QUIT: a server that timed out or left would not reply to it.
+                connection, self._connection = self._connection, None
+                connection.close()
             raise classify_error(err) from err
 
     def close(self) -> None:
@@ -198,6 +208,15 @@ def classify_error(err: OSError) -> DeliveryError:
     else:
         reason = f"SMTP connection failed: {err}"
     return DeliveryError(reason, retriable=True, code=None)
+
+
+def _answers_noop(connection: smtplib.SMTP) -> bool:
+    """Return whether the server answers NOOP with 250 on `connection`."""
+    try:
+        code, _ = connection.noop()
+    except OSError:
+        return False
+    return code == 250
 
 
 def _setup_error(step: str, err: OSError) -> DeliveryError:

@@ -28,7 +28,10 @@ from prometheus_client import CollectorRegistry
 
 from alerter.api import ApiServer, create_app
 from alerter.config import RoutingConfig, parse_config
+from alerter.deadletter import DeadLetters
+from alerter.notification import Item, Kind, Notification
 from alerter.settings import AlerterSettings
+from alerter.tables import TopicWriter
 from alerter.worker import AlertWorker, build_worker
 from hbmon.events import (
     DEVICE_DOWN,
@@ -339,6 +342,35 @@ def test_worker_parks_permanent_rejection_on_dead_letter_topic(
     publish(producer, kafka_settings, later)
     drive(worker, lambda: len(mailbox.paths()) == 1, "the mail after the parked one")
     assert mailbox.messages()[0]["X-Hbmon-Event-Id"] == later.event_id
+
+
+def test_large_notification_parks_in_parts(
+    make_worker: Callable[..., AlertWorker],
+    producer: Producer,
+    alerter_settings: AlerterSettings,
+    kafka_settings: KafkaSettings,
+) -> None:
+    # One record with every event would exceed the broker's 1 MB limit.
+    make_worker()  # creates the topics
+    items = tuple(
+        Item(Kind.DOWN, f"event-{n}", make_event(f"device-{n:05d}"))
+        for n in range(5000)
+    )
+    notification = Notification(Kind.DOWN, "oncall", (), items, 1)
+    letters = DeadLetters(TopicWriter(producer, alerter_settings.dead_letter_topic))
+
+    written = letters.park("oncall/email", notification, items, "550 no", 550, 1)
+
+    assert written
+    first = read_topic(kafka_settings, alerter_settings.dead_letter_topic, 1)[0]
+    parts = read_topic(
+        kafka_settings, alerter_settings.dead_letter_topic, first["parts"]
+    )
+    assert first["parts"] > 1
+    assert [part["part"] for part in parts] == list(range(1, first["parts"] + 1))
+    keys = [item["key"] for part in parts for item in part["items"]]
+    assert keys == [item.key for item in items]
+    assert all(len(orjson.dumps(part)) <= 1_000_000 for part in parts)
 
 
 def read_topic(settings: KafkaSettings, topic: str, count: int) -> list[dict]:

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from alerter.backoff import Backoff
 from alerter.channels.base import DeliveryError, one_unit
-from alerter.deadletter import DeadLetters
+from alerter.deadletter import DeadLetters, split_by_size
 from alerter.dispatch import Lane
 from alerter.ledger import OffsetLedger
 from alerter.metrics import AlerterMetrics
@@ -227,3 +227,53 @@ def test_lane_reports_depth_and_oldest_age(registry: CollectorRegistry) -> None:
 
     assert sample(registry, "hbmon_alerter_queue_depth") == 1
     assert sample(registry, "hbmon_alerter_oldest_pending_seconds") == 7.5
+
+
+class RefusingDeadLetters(DeadLetters):
+    """Refuses the first `refusals` parkings, as a broker that is away would."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__(None)
+        self.refusals = refusals
+        self.parked: list[str] = []
+
+    def park(self, lane: str, notification: Notification, *args: object) -> bool:
+        if self.refusals:
+            self.refusals -= 1
+            return False
+        self.parked.append(notification.notification_id)
+        return True
+
+
+def test_lane_keeps_notification_whose_parking_failed(
+    registry: CollectorRegistry,
+) -> None:
+    channel, clock = ScriptedChannel(PERMANENT, PERMANENT), Clock()
+    lane = make_lane(channel, registry, clock)
+    lane.dead_letters = letters = RefusingDeadLetters(refusals=1)
+    lane.submit(notification("a"), {})
+
+    lane.deliver_one(0.0)
+    assert lane.depth() == 1
+    assert letters.parked == []
+    clock.now_s += 5.0
+    lane.deliver_one(0.0)
+
+    assert lane.depth() == 0
+    assert len(letters.parked) == 1
+    assert sample(registry, "hbmon_alerter_notifications_parked_total") == 1
+
+
+@pytest.mark.parametrize(
+    ("sizes", "groups"),
+    [
+        ([], [[]]),
+        ([3, 3, 3], [[3, 3], [3]]),
+        ([10], [[10]]),
+        ([2, 10, 2], [[2], [10], [2]]),
+    ],
+)
+def test_split_by_size(sizes: list[int], groups: list[list[int]]) -> None:
+    encoded = [b"x" * size for size in sizes]
+    split = split_by_size(encoded, 7)
+    assert [[len(event) for event in group] for group in split] == groups

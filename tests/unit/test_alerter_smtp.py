@@ -5,6 +5,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from email.message import EmailMessage
@@ -228,6 +229,26 @@ def test_send_data_reply_times_out_as_transient(
     assert caught.value.retriable is True
     assert "SMTP server timed out" in str(caught.value)
     assert "closed" not in str(caught.value)
+
+
+def test_reused_connection_timeout_is_not_sent_again(
+    settings: AlerterSettings, mailbox: LocalMailbox
+) -> None:
+    # The server stores the mail, but its reply comes after the timeout. The
+    # mailer must report that, not take it for an idle close and resend.
+    mailer = SmtpMailer(replace(settings, smtp_timeout_s=5.0, smtp_data_timeout_s=0.3))
+    try:
+        mailer.send(sample_message("first"))
+        mailbox.delay_data_reply(1.0)
+        with pytest.raises(DeliveryError) as caught:
+            mailer.send(sample_message("second"))
+    finally:
+        mailer.close()
+    time.sleep(2.0)  # the delayed mail is stored after its reply
+
+    assert caught.value.retriable is True
+    assert "SMTP server timed out" in str(caught.value)
+    assert len(mailbox.paths()) == 2
 
 
 def test_data_timeout_default_follows_rfc_5321() -> None:
