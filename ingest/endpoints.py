@@ -285,16 +285,20 @@ class BatchEndpoint:
 
 
 # The tokens that give a JSON array its items: strings, whose brackets and
-# commas do not count, and the brackets and commas outside them.
-_ARRAY_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.DOTALL)
+# commas do not count, the brackets and commas outside them, and runs of
+# anything else (numbers, true, false, null, or stray bytes).
+_ARRAY_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]|[^\s"\[\]{},]+', re.DOTALL)
+_OPENERS = (b"[", b"{")
+_CLOSERS = (b"]", b"}")
 
 
 def split_array(body: bytes) -> list[object] | None:
     """Return the bytes of each item of the JSON array `body`, or None.
 
-    Only strings, brackets and commas are read, so an item that orjson
-    rejects still has its place, and its own decoding reports the error.
-    None means that `body` is not one array of balanced items: then no item
+    Only the array's structure is read, so an item that orjson rejects
+    still has its place, and its own decoding reports the error. None
+    means that `body` is not one array of balanced items with one value
+    between each two commas (a missing or extra comma, say): then no item
     has a reliable index.
     """
     text = body.strip(_JSON_SPACE)
@@ -304,26 +308,32 @@ def split_array(body: bytes) -> list[object] | None:
     depth = 0
     start = 0
     end = -1
+    values = 0  # values begun in the current item
     for token in _ARRAY_TOKENS.finditer(text):
         mark = token.group()
-        if mark[:1] == b'"':
-            continue
-        if mark in (b"[", b"{"):
+        if depth == 1 and mark != b"," and mark not in _CLOSERS:
+            values += 1
+            if values > 1:
+                return None
+        if mark in _OPENERS:
             depth += 1
             if depth == 1:
                 start = token.end()
-        elif mark in (b"]", b"}"):
+        elif mark in _CLOSERS:
             depth -= 1
             if depth == 0:
-                if mark != b"]":
+                if mark != b"]" or (items and not values):
                     return None
                 end = token.end()
-                if text[start : token.start()].strip(_JSON_SPACE) or items:
+                if values:
                     items.append(text[start : token.start()])
                 break
-        elif depth == 1:
+        elif mark == b"," and depth == 1:
+            if not values:
+                return None
             items.append(text[start : token.start()])
             start = token.end()
+            values = 0
     if end != len(text):
         return None
     return items

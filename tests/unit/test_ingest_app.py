@@ -429,7 +429,18 @@ async def test_batch_lone_surrogate_item_rejected(client: httpx.AsyncClient) -> 
 
 @pytest.mark.parametrize(
     "content",
-    [b'[{"device_id": "a"}', b'[{"device_id": "a"}] x', b"[" * 1500, b"[}", b"[{]}"],
+    [
+        b'[{"device_id": "a"}',
+        b'[{"device_id": "a"}] x',
+        b"[" * 1500,
+        b"[}",
+        b"[{]}",
+        # A missing or extra comma would shift the index of every later item.
+        b'[{"device_id": "s-0"} {"device_id": "s-1"}, {"device_id": "s 2"}]',
+        b'[, {"device_id": "a"}]',
+        b'[{"device_id": "a"},, {"device_id": "b"}]',
+        b'[{"device_id": "a"}, 1 2]',
+    ],
 )
 async def test_batch_unbalanced_array_400(
     client: httpx.AsyncClient, content: bytes
