@@ -35,6 +35,7 @@ JSON = b"application/json"
 # JSON's whitespace. bytes.isspace() also counts VT and FF, which JSON does not.
 _JSON_SPACE = b" \t\r\n"
 NDJSON = b"application/x-ndjson"
+_REPEATED_CONTENT_TYPE = "Content-Type must appear once"
 _ACCEPTED_START, _ACCEPTED_BODY = json_response(
     202, orjson.dumps({"status": "accepted"})
 )
@@ -70,11 +71,13 @@ class RequestReader:
         Raises:
             IngestError: 401, 415, 413 or 503, in that order of checking.
         """
-        # ASGI servers send header names in lower case. A repeated header
-        # counts with its last value; a missing one reads as b"".
+        # ASGI servers send header names in lower case. A missing header
+        # reads as b"".
         content_type = content_length = authorization = b""
         for name, value in scope["headers"]:
             if name == b"content-type":
+                if content_type:
+                    raise IngestError(400, "Content-Type", _REPEATED_CONTENT_TYPE)
                 content_type = value
             elif name == b"content-length":
                 content_length = value

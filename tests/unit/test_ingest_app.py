@@ -181,6 +181,19 @@ async def test_post_wrong_content_type_415(
     assert "application/json" in response.json()["error"]
 
 
+@pytest.mark.parametrize("path", ["/v1/heartbeats", "/v1/heartbeats/batch"])
+async def test_post_repeated_content_type_400(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    headers = [("content-type", "text/plain"), ("content-type", "application/json")]
+    response = await client.post(path, content=b'{"device_id": "d"}', headers=headers)
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Content-Type must appear once",
+        "field": "Content-Type",
+    }
+
+
 async def test_post_over_content_length_413(client: httpx.AsyncClient) -> None:
     body = orjson.dumps({"device_id": "d", "pad": "x" * 600})
     response = await post(client, body)
