@@ -211,7 +211,7 @@ def classify_error(err: OSError) -> DeliveryError:
 
 
 def _answers_noop(connection: smtplib.SMTP) -> bool:
-    """Return whether the server answers NOOP with 250 on `connection`."""
+    """Return whether the server replies 250 to NOOP on `connection`."""
     try:
         code, _ = connection.noop()
     except OSError:

@@ -229,17 +229,20 @@ def test_lane_reports_depth_and_oldest_age(registry: CollectorRegistry) -> None:
     assert sample(registry, "hbmon_alerter_oldest_pending_seconds") == 7.5
 
 
-class RefusingDeadLetters(DeadLetters):
-    """Refuses the first `refusals` parkings, as a broker that is away would."""
+class RejectingDeadLetters(DeadLetters):
+    """A dead-letter writer that fails its first `rejections` parkings.
 
-    def __init__(self, refusals: int) -> None:
+    A broker that is away fails them the same way.
+    """
+
+    def __init__(self, rejections: int) -> None:
         super().__init__(None)
-        self.refusals = refusals
+        self.rejections = rejections
         self.parked: list[str] = []
 
     def park(self, lane: str, notification: Notification, *args: object) -> bool:
-        if self.refusals:
-            self.refusals -= 1
+        if self.rejections:
+            self.rejections -= 1
             return False
         self.parked.append(notification.notification_id)
         return True
@@ -250,7 +253,7 @@ def test_lane_keeps_notification_whose_parking_failed(
 ) -> None:
     channel, clock = ScriptedChannel(PERMANENT, PERMANENT), Clock()
     lane = make_lane(channel, registry, clock)
-    lane.dead_letters = letters = RefusingDeadLetters(refusals=1)
+    lane.dead_letters = letters = RejectingDeadLetters(rejections=1)
     lane.submit(notification("a"), {})
 
     lane.deliver_one(0.0)

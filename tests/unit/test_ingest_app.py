@@ -217,7 +217,7 @@ async def test_post_over_content_length_413(client: httpx.AsyncClient) -> None:
 )
 def test_declared_content_length(declared: bytes, status: int | None) -> None:
     # The reader skips int() for short all-digit values; every other value
-    # gets the full check, so the answer is the same either way.
+    # gets the full check, so the result is the same either way.
     publisher = Publisher(SETTINGS, NO_BROKER, IngestMetrics(CollectorRegistry()))
     reader = RequestReader(
         authenticator=Authenticator(()),
@@ -673,6 +673,19 @@ async def test_post_without_valid_token_401(
     assert response.status_code == 401
     assert response.json()["field"] == "Authorization"
     assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("settings", [AUTH_SETTINGS])
+async def test_repeated_content_type_checked_after_token(
+    client: httpx.AsyncClient,
+) -> None:
+    # The token comes first in the order of checks, as for every 4xx.
+    headers = [("content-type", "application/json")] * 2
+    response = await client.post(
+        "/v1/heartbeats", content=b'{"device_id": "d"}', headers=headers
+    )
+    assert response.status_code == 401
+    assert response.json()["field"] == "Authorization"
 
 
 @pytest.mark.parametrize("settings", [AUTH_SETTINGS])
