@@ -6,6 +6,7 @@ so requests are accepted as they would be while the broker is briefly away.
 """
 
 import asyncio
+import gc
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from hbmon.kafka import KafkaSettings
-from ingest.app import create_app
+from ingest.app import YOUNG_GC_THRESHOLD, create_app
 from ingest.auth import Authenticator, parse_tokens
 from ingest.endpoints import RequestReader
 from ingest.errors import IngestError
@@ -751,6 +752,13 @@ async def test_readyz_503_without_broker(client: httpx.AsyncClient) -> None:
     assert response.status_code == 503
     assert "127.0.0.1:1" in response.json()["error"]
     assert response.headers["retry-after"] == "1"
+
+
+async def test_young_gc_threshold_raised_while_serving() -> None:
+    before = gc.get_threshold()
+    async with serve(create_app(SETTINGS, NO_BROKER)):
+        assert gc.get_threshold() == (YOUNG_GC_THRESHOLD, *before[1:])
+    assert gc.get_threshold() == before
 
 
 async def test_metrics_prometheus_text(client: httpx.AsyncClient) -> None:
