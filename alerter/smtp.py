@@ -144,6 +144,9 @@ class SmtpMailer:
             connection.data_timeout_s = settings.smtp_data_timeout_s
         except OSError as err:
             step = f"connecting to SMTP server {self.address}"
+            if isinstance(err, smtplib.SMTPServerDisconnected):
+                # smtplib raises this only after the TCP connection is up.
+                step = f"waiting for the greeting of SMTP server {self.address}"
             raise _setup_error(step, err) from err
 
         # 2. Greet, upgrade to TLS and log in. starttls() raises rather than

@@ -94,13 +94,27 @@ class ContactWatch:
         self.metrics.broker_contact_lost.set(1)
         self.metrics.broker_contact_losses.inc()
         owned = sorted(self.pool.partitions)
-        logger.warning(
-            "Lost contact with the brokers %s (last response %s ms ago, previous "
-            "check %d ms ago); judging no deadline until they respond again",
-            f"leading partitions {owned}" if owned else "(no partition owned)",
-            silent_ms,
-            stalled_ms,
-        )
+        if silent_ms is None:
+            last_response = "no statistics report yet"
+        else:
+            last_response = f"last response {silent_ms} ms ago"
+        if owned:
+            logger.warning(
+                "Lost contact with the brokers leading partitions %s (%s, "
+                "previous check %d ms ago); judging no deadline until they "
+                "respond again",
+                owned,
+                last_response,
+                stalled_ms,
+            )
+        else:
+            logger.warning(
+                "Lost contact with the brokers (%s, previous check %d ms ago) "
+                "while this monitor owns no partition; partitions assigned "
+                "meanwhile are judged only after the brokers respond again",
+                last_response,
+                stalled_ms,
+            )
         for state in self.pool.partitions.values():
             state.lose_contact()
 

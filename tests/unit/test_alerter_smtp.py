@@ -172,6 +172,7 @@ def test_send_silent_server_times_out_as_transient(settings: AlerterSettings) ->
             mailer.send(sample_message())
 
     assert caught.value.retriable is True
+    assert "waiting for the greeting" in str(caught.value)
     assert "SMTP server timed out" in str(caught.value)
     assert "closed" not in str(caught.value)
 

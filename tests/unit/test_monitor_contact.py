@@ -182,3 +182,21 @@ def test_worker_short_silence_keeps_judging():
 
     assert not worker.partitions[0].contact_lost
     assert worker.partitions[0].restored_ms == 0
+
+
+def test_loss_log_without_partitions_or_report(caplog):
+    worker = MonitorWorker(
+        KafkaSettings(heartbeat_topic=TOPIC),
+        MonitorSettings(contact_timeout_ms=5000),
+        MonitorMetrics(CollectorRegistry()),
+    )
+    worker._contact.follow_consumer(CREATED_MS)
+    worker._contact.check(CREATED_MS)
+
+    # The loop ran again only after 30 s, before any statistics report.
+    with caplog.at_level("WARNING", logger="monitor.contact_watch"):
+        worker._contact.check(CREATED_MS + 30_000)
+
+    assert "no statistics report yet" in caplog.text
+    assert "owns no partition" in caplog.text
+    assert "None" not in caplog.text
