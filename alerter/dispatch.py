@@ -83,7 +83,7 @@ class Lane:
         self._wakeup = threading.Condition()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._log_limit = RateLimitedLog()
+        self._log_limit = RateLimitedLog(clock=clock)
         metrics.add_channel(receiver, channel.kind, self.depth, self.oldest_s)
 
     def submit(
@@ -299,6 +299,11 @@ class Lane:
         suppressed = self._log_limit.allow("transient")
         if suppressed is None:
             return
+        unlogged = ""
+        if suppressed:
+            # The limit is per channel, so the count covers every notification.
+            earlier = count_of(suppressed, "earlier failure")
+            unlogged = f" ({earlier} via this channel not logged)"
         logger.warning(
             "Delivery of %s notification %s via %s failed: %s; failure %d, will "
             "retry in %.2f s%s",
@@ -308,7 +313,7 @@ class Lane:
             err,
             task.failures,
             task.next_attempt_s - self.clock(),
-            f" ({suppressed} similar lines suppressed)" if suppressed else "",
+            unlogged,
         )
 
 

@@ -2,6 +2,7 @@
 
 import logging
 import time
+from collections.abc import Callable
 
 from hbmon.env import SettingError, env_str
 
@@ -32,14 +33,19 @@ class RateLimitedLog:
     readable when the same failure repeats thousands of times.
     """
 
-    def __init__(self, interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval_s = interval_s
+        self.clock = clock
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
     def allow(self, key: str) -> int | None:
         """Return None to drop this line, else how many were dropped before it."""
-        now = time.monotonic()
+        now = self.clock()
         last = self._last.get(key)
         if last is not None and now - last < self.interval_s:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1

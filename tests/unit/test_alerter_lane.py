@@ -164,6 +164,25 @@ def test_lane_retries_transient_failure_after_backoff(
     assert sample(registry, "hbmon_alerter_notifications_retried_total") == 1
 
 
+def test_lane_failure_log_counts_unlogged_failures(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel, clock = ScriptedChannel(*[TRANSIENT] * 3), Clock()
+    lane = make_lane(channel, registry, clock)
+    lane.submit(notification("a"), {})
+
+    # The log limit's interval is 10 s: the failure at 5 s is not logged.
+    with caplog.at_level("WARNING", logger="alerter.dispatch"):
+        for _ in range(3):
+            lane.deliver_one(0.0)
+            clock.now_s += 5.0
+
+    failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 2
+    assert "not logged" not in failures[0]
+    assert "(1 earlier failure via this channel not logged)" in failures[1]
+
+
 def test_lane_parks_permanent_failure_and_goes_on(
     registry: CollectorRegistry,
 ) -> None:
