@@ -248,6 +248,10 @@ class AlertWorker:
             self._handle_record(record)
         if self.stores.silence_reader is not None:
             self.stores.silence_reader.poll()
+        if self.stores.producer is not None:
+            # librdkafka's log lines reach the log only when the producer is
+            # polled, and without writes they would wait, then carry a later time.
+            self.stores.producer.poll(0)
 
         # 2. Review held-back notifications and reminders, then send due groups.
         now_s = time.monotonic()
