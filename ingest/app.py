@@ -43,18 +43,11 @@ logger = logging.getLogger(__name__)
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SINGLE_PATH = "/v1/heartbeats"
-# Tracked objects allocated between two young collections; Python's default
-# is 700. Requests queued behind a stall keep their objects alive. At 700,
-# the collector ran about 200 times a second over all of them, and older
-# generations took 2 to 4 ms per pass, so a backlog took longer to clear
-# than the stall that made it. Open-loop single heartbeats at 20,000
-# requests/s (70% of the peak) gave p99s of 73, 181, 160 and 8 ms at 700
-# and 22, 11, 39 and 37 ms at 50,000, in turns on one core (2-core AMD
-# EPYC VM), and throughput did not change. Garbage waiting for a collection
-# stays small (an estimate: a few MB), because most objects are freed when
-# their last reference goes.
-YOUNG_GC_THRESHOLD = 50_000
 BATCH_PATH = "/v1/heartbeats/batch"
+# The young generation's GC threshold while serving (Python's default: 700).
+# At 700, a backlog kept the collector busy about 200 times a second with the
+# queued requests' objects; BENCHMARKS.md (GC threshold runs) has the p99s.
+YOUNG_GC_THRESHOLD = 50_000
 
 
 class IngestApp(Starlette):
