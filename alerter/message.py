@@ -340,7 +340,11 @@ def printable(text: str) -> str:
 
 
 def _format_duration_both(duration_ms: int) -> str:
-    return f"{format_duration_words(duration_ms)} ({duration_ms / 1000:g} s)"
+    words = format_duration_words(duration_ms)
+    if duration_ms < 60_000 and duration_ms % 1000 == 0:
+        # "15 seconds" is already exact; "(15 s)" would repeat it.
+        return words
+    return f"{words} ({duration_ms / 1000:g} s)"
 
 
 def _split_duration(duration_ms: int) -> list[tuple[str, int]]:

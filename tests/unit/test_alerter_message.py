@@ -128,6 +128,20 @@ def test_body_down_fields() -> None:
     assert "Downtime" not in rows
 
 
+@pytest.mark.parametrize(
+    ("timeout_ms", "shown"),
+    [
+        (15_000, "15 seconds"),
+        (1_500, "1 second (1.5 s)"),
+        (90_000, "1 minute 30 seconds (90 s)"),
+    ],
+)
+def test_body_timeout_seconds_once(timeout_ms: int, shown: str) -> None:
+    rows = body_rows(replace(DOWN, timeout_ms=timeout_ms))
+
+    assert rows["Timeout"] == shown
+
+
 def test_body_recovered_fields() -> None:
     rows = body_rows(RECOVERED)
 
