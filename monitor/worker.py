@@ -254,6 +254,7 @@ class MonitorWorker:
 
     def _apply(self, messages: Sequence[Message]) -> None:
         consumed = 0
+        emitted: dict[int, Counter[str]] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -265,15 +266,24 @@ class MonitorWorker:
             if state is None:
                 continue
             consumed += 1
-            self._apply_one(state, message)
+            types = self._apply_one(state, message)
+            if types:
+                emitted.setdefault(partition, Counter()).update(types)
         self.metrics.records_consumed.inc(consumed)
+        for partition, counts in sorted(emitted.items()):
+            logger.info(
+                "Partition %d emitted on heartbeats read: %s",
+                partition,
+                ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())),
+            )
 
-    def _apply_one(self, state: PartitionState, message: Message) -> None:
+    def _apply_one(self, state: PartitionState, message: Message) -> list[str]:
         """Apply the heartbeat in a record, or each heartbeat of a bundle record.
 
         All heartbeats of a bundle take the record's timestamp (the broker's
         append time). Ingest bundles what it accepted between two polls of
-        its producer, a few milliseconds apart.
+        its producer, a few milliseconds apart. Returns the type of each
+        event emitted, such as DEVICE_RECOVERED.
         """
         timestamp_type, record_ms = message.timestamp()
         try:
@@ -282,7 +292,8 @@ class MonitorWorker:
             records = decode_heartbeats(message.value())
         except InvalidRecord as err:
             self._skip_invalid(message, err)
-            return
+            return []
+        types: list[str] = []
         for record in records:
             if isinstance(record, InvalidRecord):
                 self._skip_invalid(message, record)
@@ -301,6 +312,8 @@ class MonitorWorker:
             )
             for event in events:
                 self._emit(state.partition, event)
+                types.append(event.type)
+        return types
 
     def _skip_invalid(self, message: Message, err: InvalidRecord) -> None:
         # The offset already counts as read, so the next commit moves past it.

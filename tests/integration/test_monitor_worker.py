@@ -103,15 +103,18 @@ def run_until(
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def test_worker_emits_down_then_recovered(worker, producer, alerts, kafka_settings):
+def test_worker_emits_down_then_recovered(
+    worker, producer, alerts, kafka_settings, caplog
+):
     topic = kafka_settings.heartbeat_topic
     send(producer, topic, "d-1", heartbeat("d-1"))
 
     run_until(worker, alerts, lambda: alerts.of("d-1", DEVICE_DOWN), 60, "DOWN")
     send(producer, topic, "d-1", heartbeat("d-1"))
-    run_until(
-        worker, alerts, lambda: alerts.of("d-1", DEVICE_RECOVERED), 60, "RECOVERED"
-    )
+    with caplog.at_level("INFO", logger="monitor.worker"):
+        run_until(
+            worker, alerts, lambda: alerts.of("d-1", DEVICE_RECOVERED), 60, "RECOVERED"
+        )
 
     down = alerts.of("d-1", DEVICE_DOWN)[0]
     recovered = alerts.of("d-1", DEVICE_RECOVERED)[0]
@@ -120,6 +123,7 @@ def test_worker_emits_down_then_recovered(worker, producer, alerts, kafka_settin
     assert recovered.last_seen_ms == down.last_seen_ms
     assert recovered.downtime_ms is not None and recovered.downtime_ms > 2000
     assert recovered.event_id != down.event_id
+    assert "emitted on heartbeats read: 1 DEVICE_RECOVERED" in caplog.text
 
 
 def test_worker_skips_invalid_record_and_keeps_going(
