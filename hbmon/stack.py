@@ -282,14 +282,15 @@ class Stack:
                 if delay_s is None:
                     self.failed_role = role
                     say(
-                        f"{role} exited with code {child.returncode} "
+                        f"{role} exited with {exit_status(child.returncode)} "
                         f"{backoff.max_restarts + 1} times in a row; see {log}. "
                         "Stopping the stack."
                     )
                     self.stop.set()
                     return
                 say(
-                    f"{role} exited with code {child.returncode} after {ran_s:.0f} s; "
+                    f"{role} exited with {exit_status(child.returncode)} after "
+                    f"{ran_s:.0f} s; "
                     f"see {log}. Starting it again in {delay_s:.1f} s "
                     f"({backoff.failures} of {backoff.max_restarts})."
                 )
@@ -375,7 +376,12 @@ class Stack:
         print()
         for role in reversed(ROLES):
             child = self.children.get(role)
-            if child is None or child.poll() is not None:
+            if child is None:
+                continue
+            if child.poll() is not None:
+                # Ctrl-C reaches every process of the terminal's group at once.
+                status = exit_status(child.returncode)
+                say(f"{role} (pid {child.pid}) had exited with {status}")
                 continue
             say(f"Stopping {role} (pid {child.pid})")
             child.send_signal(signal.SIGTERM)
@@ -391,6 +397,16 @@ class Stack:
             say("Stopping Kafka")
             self._kafka_script("stop")
         say("Stack stopped")
+
+
+def exit_status(returncode: int) -> str:
+    """Return how a child process ended: "code 2", or "signal SIGKILL"."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"code {returncode}"
 
 
 def say(line: str) -> None:

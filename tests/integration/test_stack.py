@@ -211,6 +211,7 @@ def test_stack_stops_after_repeated_failures(kafka_settings, tmp_path):
     assert 0.9 <= delays[0] <= 1.0
     assert delays[1] > delays[0]
     assert max(delays) <= 2.0
+    assert re.search(r"alerter \(pid \d+\) had exited with code 2", output)
     assert "Stack stopped" in output
     assert [
         pid for pid in stack.pids("ingest") + stack.pids("monitor") if is_running(pid)
