@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Producer
+from ingest_services import HelpFormatter
 from prometheus_client import CollectorRegistry
 
 from alerter.config import parse_config
@@ -56,11 +57,13 @@ receivers = ["oncall"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
     parser.add_argument(
         "--bootstrap",
         default=os.environ.get("HBMON_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-        help="broker address (default: HBMON_KAFKA_BOOTSTRAP or 127.0.0.1:9092)",
+        help="broker address, from HBMON_KAFKA_BOOTSTRAP when it is set",
     )
     parser.add_argument("--events", type=int, default=1000, help="DOWN events sent")
     parser.add_argument("--sites", type=int, default=10, help="groups (one per site)")

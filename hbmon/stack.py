@@ -49,13 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: start a broker on 127.0.0.1:--kafka-port)",
     )
     parser.add_argument(
-        "--kafka-port",
-        type=int,
-        default=int(os.environ.get("HBMON_KAFKA_PORT") or 9092),
-        help="client port of the broker that the stack starts; its KRaft "
-        "controller listens on the next port up",
-    )
-    parser.add_argument(
         "--state-dir",
         default=str(ROOT / ".local"),
         help="folder for the mailbox and the service logs (the broker keeps "
@@ -64,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     # Ports of the services, so that a second stack or a busy port can move.
     ports = parser.add_argument_group("ports on 127.0.0.1")
+    ports.add_argument(
+        "--kafka-port",
+        type=int,
+        default=int(os.environ.get("HBMON_KAFKA_PORT") or 9092),
+        help="client port of the broker that the stack starts; its KRaft "
+        "controller listens on the next port up",
+    )
     ports.add_argument(
         "--smtp-port", type=int, default=8025, help="port of the local mailbox"
     )
