@@ -34,6 +34,8 @@ class ContactWatch:
         self.metrics = metrics
         self.pool = pool
         self.lost = False
+        # When the leaders were heard from as the last loss ended; 0 before one.
+        self.regained_ms = 0
         self._checked_ms = 0
         self._log_limit = RateLimitedLog()
 
@@ -84,10 +86,19 @@ class ContactWatch:
             self._regain()
 
     def pause_if_lost(self, states: list[PartitionState]) -> None:
-        """Pause judging of newly assigned partitions while contact is lost."""
-        if self.lost:
-            for state in states:
+        """Pause judging of newly assigned partitions while contact is lost.
+
+        A partition assigned after contact returned gets the same grace as
+        the partitions owned then. A group often finishes rebalancing only
+        after the brokers respond again, and the restored deadlines of
+        devices that kept sending into the outage must not pass at once.
+        A grace from an old loss changes nothing, since its timeout is over.
+        """
+        for state in states:
+            if self.lost or self.regained_ms:
                 state.lose_contact()
+            if not self.lost and self.regained_ms:
+                state.regain_contact(self.regained_ms)
 
     def _lose(self, silent_ms: int | None, stalled_ms: int) -> None:
         self.lost = True
@@ -111,7 +122,8 @@ class ContactWatch:
             logger.warning(
                 "Lost contact with the brokers (%s, previous check %d ms ago) "
                 "while this monitor owns no partition; partitions assigned "
-                "meanwhile are judged only after the brokers respond again",
+                "from now on judge devices silent since before one full "
+                "timeout after the brokers respond again",
                 last_response,
                 stalled_ms,
             )
@@ -120,6 +132,7 @@ class ContactWatch:
 
     def _regain(self) -> None:
         self.lost = False
+        self.regained_ms = self.broker.heard_ms
         self.metrics.broker_contact_lost.set(0)
         logger.info(
             "Brokers respond again; devices silent since before are judged one "

@@ -200,3 +200,29 @@ def test_loss_log_without_partitions_or_report(caplog):
     assert "no statistics report yet" in caplog.text
     assert "owns no partition" in caplog.text
     assert "None" not in caplog.text
+
+
+def test_partition_assigned_after_regain_gets_grace():
+    worker = new_worker()
+    worker._drop([0])
+    worker._contact.check(CREATED_MS + 7000)
+    worker._contact.broker.update(report(20_000, leader(rxidle_ms=100)))
+    worker._contact.check(CREATED_MS + 20_000)
+
+    # The group assigns the partition only after contact returned.
+    state = worker.new_state(0)
+    worker._contact.pause_if_lost([state])
+
+    assert not state.contact_lost
+    assert state.restored_ms == CREATED_MS + 19_900
+
+
+def test_partition_assigned_without_loss_gets_no_grace():
+    worker = new_worker()
+    worker._drop([0])
+
+    state = worker.new_state(0)
+    worker._contact.pause_if_lost([state])
+
+    assert not state.contact_lost
+    assert state.restored_ms == 0
