@@ -59,7 +59,7 @@ class IngestApp(Starlette):
     to its endpoint, which catches its own errors and sends its own
     response. An unexpected exception reaches uvicorn, which responds with
     a 500 as Starlette's error middleware would. Any other request, another
-    method on those paths (405), a path with a trailing slash and the
+    method on those paths (405), a path with a trailing slash (404) and the
     lifespan go through Starlette as before. The shortcut compares `path`
     exactly, so a request with a `root_path` goes through Starlette too.
     """
@@ -133,6 +133,9 @@ def create_app(
         exception_handlers={HTTPException: http_error},  # type: ignore[dict-item]
         lifespan=lifespan,
     )
+    # A path with a trailing slash gets a 404 with a JSON body. Starlette's
+    # redirect would build its Location from the client's Host header.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.publisher = publisher
     app.state.metrics = metrics

@@ -64,14 +64,14 @@ class Authenticator:
         if not self._tokens:
             return ""
         if authorization[:7].lower() != _BEARER:
-            raise _unauthorized("Authorization header must be 'Bearer <token>'")
+            raise unauthorized("Authorization header must be 'Bearer <token>'")
         digest = hashlib.sha256(authorization[7:].strip()).digest()
         prefix: str | None = None
         for token in self._tokens:
             if hmac.compare_digest(token.digest, digest):
                 prefix = token.prefix
         if prefix is None:
-            raise _unauthorized("bearer token is not valid for this service")
+            raise unauthorized("bearer token is not valid for this service")
         return prefix
 
 
@@ -134,5 +134,6 @@ def parse_tokens(text: str, source: str) -> tuple[BearerToken, ...]:
     return tuple(tokens)
 
 
-def _unauthorized(message: str) -> IngestError:
+def unauthorized(message: str) -> IngestError:
+    """Return the 401 IngestError with `message`, naming the Authorization header."""
     return IngestError(401, "Authorization", message, headers=_UNAUTHORIZED_HEADERS)

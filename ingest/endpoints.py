@@ -24,7 +24,7 @@ from ingest.asgi import (
     read_body,
     send_json,
 )
-from ingest.auth import Authenticator, check_scope
+from ingest.auth import Authenticator, check_scope, unauthorized
 from ingest.errors import IngestError, invalid
 from ingest.heartbeat import HeartbeatParser
 from ingest.metrics import IngestMetrics
@@ -35,6 +35,7 @@ JSON = b"application/json"
 _JSON_SPACE = b" \t\r\n"
 NDJSON = b"application/x-ndjson"
 _REPEATED_CONTENT_TYPE = "Content-Type must appear once"
+_REPEATED_AUTHORIZATION = "Authorization header must appear once"
 _ACCEPTED_START, _ACCEPTED_BODY = json_response(
     202, orjson.dumps({"status": "accepted"})
 )
@@ -73,17 +74,23 @@ class RequestReader:
         # ASGI servers send header names in lower case. A missing header
         # reads as b"".
         content_type = content_length = authorization = b""
-        repeated = False
+        content_types = authorizations = 0
         for name, value in scope["headers"]:
             if name == b"content-type":
-                repeated = bool(content_type)
+                content_types += 1
                 content_type = value
             elif name == b"content-length":
                 content_length = value
             elif name == b"authorization":
+                authorizations += 1
                 authorization = value
-        prefix = self._authenticate(authorization) if self._authenticate else ""
-        if repeated:
+        prefix = ""
+        if self._authenticate:
+            if authorizations > 1:
+                # Two tokens, each perhaps with its own scope: accept neither.
+                raise unauthorized(_REPEATED_AUTHORIZATION)
+            prefix = self._authenticate(authorization)
+        if content_types > 1:
             raise IngestError(400, "Content-Type", _REPEATED_CONTENT_TYPE)
         media = content_type
         if media not in self._media_types:
@@ -292,8 +299,11 @@ class BatchEndpoint:
 
 # The tokens that give a JSON array its items: strings, whose brackets and
 # commas do not count, the brackets and commas outside them, and runs of
-# anything else (numbers, true, false, null, or stray bytes).
-_ARRAY_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]|[^\s"\[\]{},]+', re.DOTALL)
+# anything else (numbers, true, false, null, or stray bytes). Only JSON's
+# own whitespace separates tokens; a vertical tab is a stray byte.
+_ARRAY_TOKENS = re.compile(
+    rb'"(?:[^"\\]|\\.)*"|[\[\]{},]|[^ \t\r\n"\[\]{},]+', re.DOTALL
+)
 _OPENERS = (b"[", b"{")
 _CLOSERS = (b"]", b"}")
 

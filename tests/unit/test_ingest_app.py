@@ -183,10 +183,13 @@ async def test_post_wrong_content_type_415(
 
 
 @pytest.mark.parametrize("path", ["/v1/heartbeats", "/v1/heartbeats/batch"])
+@pytest.mark.parametrize(
+    "first", ["text/plain", "", "application/json"], ids=["other", "empty", "same"]
+)
 async def test_post_repeated_content_type_400(
-    client: httpx.AsyncClient, path: str
+    client: httpx.AsyncClient, path: str, first: str
 ) -> None:
-    headers = [("content-type", "text/plain"), ("content-type", "application/json")]
+    headers = [("content-type", first), ("content-type", "application/json")]
     response = await client.post(path, content=b'{"device_id": "d"}', headers=headers)
     assert response.status_code == 400
     assert response.json() == {
@@ -269,12 +272,17 @@ async def test_heartbeats_wrong_method_405(
     assert response.json()["field"] == "method"
 
 
-async def test_post_trailing_slash_redirects(client: httpx.AsyncClient) -> None:
+async def test_post_trailing_slash_404(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        "/v1/heartbeats/", content=b'{"device_id": "d"}', headers=JSON
+        "/v1/heartbeats/",
+        content=b'{"device_id": "d"}',
+        headers={**JSON, "host": "elsewhere.invalid"},
     )
-    assert response.status_code == 307
-    assert response.headers["location"] == "http://ingest/v1/heartbeats"
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.json() == {
+        "error": "no endpoint at /v1/heartbeats/; see /openapi.json"
+    }
 
 
 @pytest.mark.parametrize("path", ["/v1/heartbeats", "/api/v1/heartbeats"])
@@ -454,6 +462,9 @@ async def test_batch_lone_surrogate_item_rejected(client: httpx.AsyncClient) -> 
         b'[, {"device_id": "a"}]',
         b'[{"device_id": "a"},, {"device_id": "b"}]',
         b'[{"device_id": "a"}, 1 2]',
+        # Bytes between items that are not JSON whitespace.
+        b'[{"device_id": "a"},\x0b{"device_id": "b"}]',
+        b'[{"device_id": "a"},\x00{"device_id": "b"}]',
     ],
 )
 async def test_batch_unbalanced_array_400(
@@ -687,6 +698,24 @@ async def test_repeated_content_type_checked_after_token(
     )
     assert response.status_code == 401
     assert response.json()["field"] == "Authorization"
+
+
+@pytest.mark.parametrize("settings", [AUTH_SETTINGS])
+async def test_post_repeated_authorization_401(client: httpx.AsyncClient) -> None:
+    # A scoped token, then one for the whole fleet: neither may decide.
+    headers = [
+        ("content-type", "application/json"),
+        ("authorization", f"Bearer {SITE_A}"),
+        ("authorization", f"Bearer {FLEET}"),
+    ]
+    response = await client.post(
+        "/v1/heartbeats", content=b'{"device_id": "site-b/1"}', headers=headers
+    )
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "Authorization header must appear once",
+        "field": "Authorization",
+    }
 
 
 @pytest.mark.parametrize("settings", [AUTH_SETTINGS])
