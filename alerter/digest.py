@@ -201,16 +201,33 @@ def devices_csv(notification: Notification) -> str:
         event = item.event
         writer.writerow(
             [
-                printable(event.device_id),
+                spreadsheet_text(printable(event.device_id)),
                 event.type,
                 format_utc(event.last_seen_ms, "last_seen_ms"),
                 format_utc(event.detected_ms, "detected_ms"),
                 f"{downtime_ms(event) / 1000:g}" if item.kind is Kind.RECOVERED else "",
                 event.event_id,
-                ";".join(f"{k}={v}" for k, v in sorted((event.attrs or {}).items())),
+                spreadsheet_text(
+                    ";".join(f"{k}={v}" for k, v in sorted((event.attrs or {}).items()))
+                ),
             ]
         )
     return out.getvalue()
+
+
+# Spreadsheets read a cell that starts with one of these as a formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: str) -> str:
+    """Return `value` so that a spreadsheet shows it as text, never as a formula.
+
+    Device ids and attributes come from devices, and the on-call team opens
+    the attachment in a spreadsheet. A leading apostrophe marks a text cell.
+    """
+    if value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def item_line(item: Item, kind: Kind, now: datetime, heartbeat_topic: str) -> str:

@@ -96,6 +96,23 @@ def test_digest_names_first_devices_and_attaches_all() -> None:
     assert rows[0]["attrs"] == "site=plant-3"
 
 
+def test_digest_csv_cells_never_formulas() -> None:
+    hostile = {'=HYPERLINK("http://x.invalid")': "1", "site": "@SUM(A1)"}
+    items = tuple(
+        Item(Kind.DOWN, f"k-{n}", replace(event(device), attrs=hostile))
+        for n, device in enumerate(["-2+3", "dev-1", *(f"d-{n}" for n in range(20))])
+    )
+    message = mail(Notification(Kind.DOWN, "plant", (), items, 10))
+
+    attachment = next(message.iter_attachments())
+    rows = {
+        r["device_id"]: r for r in csv.DictReader(io.StringIO(attachment.get_content()))
+    }
+    assert "'-2+3" in rows
+    assert "dev-1" in rows
+    assert rows["dev-1"]["attrs"].startswith("'=HYPERLINK(")
+
+
 def test_small_group_lists_every_device_without_attachment() -> None:
     message = mail(notification(3))
 
