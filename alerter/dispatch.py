@@ -46,6 +46,9 @@ class Task:
     failures: int = 0
     first_failure_s: float | None = None
     keys: list[str] = field(default_factory=list)
+    # Set once the head unit is to be parked: its reason, reply code and
+    # parking time, which every attempt to write its records reuses.
+    parking: tuple[str, int | None, int] | None = None
 
 
 class Lane:
@@ -179,6 +182,10 @@ class Lane:
     def _attempt(self, task: Task) -> None:
         unit = task.units[0]
         notification = task.notification.with_items(unit)
+        if task.parking is not None:
+            # The channel gave up on it; only the dead-letter write is retried.
+            self._park(task, notification)
+            return
         now = datetime.now(UTC)
         if task.failures:
             self.metrics.retried.labels(self.receiver, self.channel.kind).inc()
@@ -231,9 +238,20 @@ class Lane:
         if err.retriable:
             reason = f"transient failures for {self.retry_for_s:g} s; last: {err}"
         self.metrics.failed.labels(self.receiver, self.channel.kind, "permanent").inc()
-        parked_ms = int(time.time() * 1000)
+        task.parking = (reason, err.code, int(time.time() * 1000))
+        self._park(task, notification)
+
+    def _park(self, task: Task, notification: Notification) -> None:
+        """Write the head unit to the dead-letter topic, or retry after the backoff.
+
+        A retry writes the same records, parking time included, so a write
+        that the broker acknowledged late leaves identical copies.
+        """
+        assert task.parking is not None
+        reason, code, parked_ms = task.parking
+        now_s = self.clock()
         if not self.dead_letters.park(
-            self.name, notification, notification.items, reason, err.code, parked_ms
+            self.name, notification, notification.items, reason, code, parked_ms
         ):
             # Dropping it now could lose it, so the lane tries it again.
             task.failures += 1
@@ -275,7 +293,7 @@ class Lane:
             "" if recorded else " (the sent log NOT acknowledged within 10 s)",
         )
         task.units.pop(0)
-        task.failures, task.first_failure_s = 0, None
+        task.failures, task.first_failure_s, task.parking = 0, None, None
 
     def _finish(self, task: Task) -> None:
         with self._wakeup:

@@ -258,8 +258,10 @@ class RejectingDeadLetters(DeadLetters):
         super().__init__(None)
         self.rejections = rejections
         self.parked: list[str] = []
+        self.attempts: list[tuple[object, ...]] = []
 
     def park(self, lane: str, notification: Notification, *args: object) -> bool:
+        self.attempts.append(args[1:])
         if self.rejections:
             self.rejections -= 1
             return False
@@ -270,7 +272,8 @@ class RejectingDeadLetters(DeadLetters):
 def test_lane_keeps_notification_whose_parking_failed(
     registry: CollectorRegistry,
 ) -> None:
-    channel, clock = ScriptedChannel(PERMANENT, PERMANENT), Clock()
+    # The channel would accept a second send; the lane must not make one.
+    channel, clock = ScriptedChannel(PERMANENT), Clock()
     lane = make_lane(channel, registry, clock)
     lane.dead_letters = letters = RejectingDeadLetters(rejections=1)
     lane.submit(notification("a"), {})
@@ -282,8 +285,15 @@ def test_lane_keeps_notification_whose_parking_failed(
     lane.deliver_one(0.0)
 
     assert lane.depth() == 0
+    assert channel.sent == []
     assert len(letters.parked) == 1
+    assert len(letters.attempts) == 2
+    assert letters.attempts[0] == letters.attempts[1]
     assert sample(registry, "hbmon_alerter_notifications_parked_total") == 1
+    assert (
+        sample(registry, "hbmon_alerter_notifications_failed_total", kind="permanent")
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
