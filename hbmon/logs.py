@@ -54,6 +54,15 @@ class RateLimitedLog:
         return self._suppressed.pop(key, 0)
 
 
+# librdkafka adds this guess when an ApiVersionRequest fails, as one did
+# after a Kafka 4.1.1 broker was frozen for 40 s.
+_OLD_BROKER_GUESS = "probably due to broker version < 0.10"
+_OLD_BROKER_NOTE = (
+    "; the request also fails this way when a broker restarts or is frozen, "
+    "whatever its version"
+)
+
+
 class LibrdkafkaLog:
     """The `logger` of every Kafka client: librdkafka's log lines, rate-limited.
 
@@ -74,6 +83,8 @@ class LibrdkafkaLog:
         suppressed = self._limit.allow(f"{level}:{facility}")
         if suppressed is None:
             return
+        if _OLD_BROKER_GUESS in str(args[-1] if args else msg):
+            msg += _OLD_BROKER_NOTE
         if suppressed:
             msg += " (%d more %s lines dropped since the last one)"
             args = (*args, suppressed, facility)

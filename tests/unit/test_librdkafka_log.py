@@ -83,3 +83,18 @@ def test_next_line_counts_dropped_ones(caplog):
     assert lines[1] == (
         "FAIL [rdkafka#producer-1] down (4 more FAIL lines dropped since the last one)"
     )
+
+
+def test_old_broker_guess_gets_a_note(caplog):
+    caplog.set_level(logging.DEBUG, logger="test.librdkafka")
+    log = LibrdkafkaLog(logging.getLogger("test.librdkafka"), interval_s=60)
+    line = (
+        "127.0.0.1:9092/1: ApiVersionRequest failed: Local: Timed out: probably "
+        "due to broker version < 0.10 (see api.version.request configuration)"
+    )
+
+    log.log(logging.WARNING, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", line)
+
+    message = caplog.records[0].getMessage()
+    assert message.startswith("FAIL [rdkafka#consumer-1] 127.0.0.1:9092/1: ")
+    assert message.endswith("when a broker restarts or is frozen, whatever its version")
