@@ -249,11 +249,12 @@ class Lane:
         """
         assert task.parking is not None
         reason, code, parked_ms = task.parking
-        now_s = self.clock()
         if not self.dead_letters.park(
             self.name, notification, notification.items, reason, code, parked_ms
         ):
-            # Dropping it now could lose it, so the lane tries it again.
+            # Dropping it now could lose it, so the lane tries it again. The
+            # write may have waited 10 s, so the backoff starts after it.
+            now_s = self.clock()
             task.failures += 1
             task.next_attempt_s = now_s + self.backoff.delay_s(task.failures)
             logger.error(

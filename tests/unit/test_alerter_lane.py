@@ -254,14 +254,18 @@ class RejectingDeadLetters(DeadLetters):
     A broker that is away fails them the same way.
     """
 
-    def __init__(self, rejections: int) -> None:
+    def __init__(self, rejections: int, clock: Clock | None = None) -> None:
         super().__init__(None)
         self.rejections = rejections
         self.parked: list[str] = []
         self.attempts: list[tuple[object, ...]] = []
+        self.clock = clock
 
     def park(self, lane: str, notification: Notification, *args: object) -> bool:
         self.attempts.append(args[1:])
+        if self.clock is not None:
+            # The wait for the broker's acknowledgement.
+            self.clock.now_s += 10.0
         if self.rejections:
             self.rejections -= 1
             return False
@@ -294,6 +298,21 @@ def test_lane_keeps_notification_whose_parking_failed(
         sample(registry, "hbmon_alerter_notifications_failed_total", kind="permanent")
         == 1
     )
+
+
+def test_lane_backs_off_after_slow_failed_parking(
+    registry: CollectorRegistry,
+) -> None:
+    channel, clock = ScriptedChannel(PERMANENT), Clock()
+    lane = make_lane(channel, registry, clock)
+    lane.dead_letters = letters = RejectingDeadLetters(rejections=2, clock=clock)
+    lane.submit(notification("a"), {})
+
+    lane.deliver_one(0.0)
+    lane.deliver_one(0.0)
+
+    assert len(letters.attempts) == 1
+    assert lane.depth() == 1
 
 
 @pytest.mark.parametrize(
