@@ -35,6 +35,8 @@ _LEADER_ERRORS = (
     # librdkafka's own error while its metadata lacks the partition, as
     # after a broker restart, until the next metadata refresh.
     KafkaError._UNKNOWN_PARTITION,
+    # One request's own time limit, which _end_offsets keeps short.
+    KafkaError._TIMED_OUT,
 )
 
 
@@ -148,16 +150,23 @@ class TopicReader:
         ]
         self._consumer.assign(self._partitions)
 
-    def catch_up(self, timeout_s: float) -> int:
+    def catch_up(self, timeout_s: float, stop: threading.Event | None = None) -> int:
         """Read until every partition's end as of this call; return records read.
+
+        Returns -1 without reaching the end once `stop` is set, which a
+        broker that just came back can otherwise delay for `timeout_s`.
 
         Raises:
             StateError: the end was not reached within `timeout_s`.
         """
-        ends = self._end_offsets(timeout_s)
+        ends = self._end_offsets(timeout_s, stop)
+        if ends is None:
+            return -1
         count = 0
         deadline = time.monotonic() + timeout_s
         while not self._reached(ends):
+            if stop is not None and stop.is_set():
+                return -1
             if time.monotonic() > deadline:
                 raise StateError(
                     f"reading topic {self.topic} to its end took over {timeout_s} s",
@@ -190,19 +199,25 @@ class TopicReader:
     def close(self) -> None:
         self._consumer.close()
 
-    def _end_offsets(self, timeout_s: float) -> dict[int, tuple[int, int]]:
-        """Return (low, high) watermarks per partition.
+    def _end_offsets(
+        self, timeout_s: float, stop: threading.Event | None
+    ) -> dict[int, tuple[int, int]] | None:
+        """Return (low, high) watermarks per partition, or None once `stop` is set.
 
         Retriable broker errors, such as NOT_LEADER_FOR_PARTITION right after
         the topic was created, are retried every 0.2 s until `timeout_s`.
+        Each request waits at most 1 s, so that `stop` is seen.
         """
         deadline = time.monotonic() + timeout_s
         ends = {}
         for tp in self._partitions:
             while True:
+                if stop is not None and stop.is_set():
+                    return None
                 try:
                     ends[tp.partition] = self._consumer.get_watermark_offsets(
-                        TopicPartition(self.topic, tp.partition), timeout=timeout_s
+                        TopicPartition(self.topic, tp.partition),
+                        timeout=min(1.0, max(0.1, deadline - time.monotonic())),
                     )
                     break
                 except KafkaException as err:

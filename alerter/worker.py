@@ -244,6 +244,9 @@ class AlertWorker:
         """
         # 1. Read and decide.
         records = self.consumer.consume(_BATCH_RECORDS, self._wait_s(timeout_s))
+        if self._stopping.is_set():
+            # Records left unhandled are not committed, so a restart reads them.
+            return False
         for record in records:
             self._handle_record(record)
         if self.stores.silence_reader is not None:
@@ -436,8 +439,12 @@ class AlertWorker:
         logger.info("Assigned partitions: %s", _describe(partitions))
         self.ledger.assign(numbers)
         for reader in (self.stores.state_reader, self.stores.sent_reader):
-            if reader is not None:
-                reader.catch_up(_CATCH_UP_TIMEOUT_S)
+            if (
+                reader is not None
+                and reader.catch_up(_CATCH_UP_TIMEOUT_S, self._stopping) < 0
+            ):
+                # Stopping: nothing more is decided from a partial state.
+                return
         self._assigned.update(numbers)
 
         # Send again what was decided for these devices before a restart or
