@@ -86,7 +86,7 @@ class ContactWatch:
             self._regain()
 
     def pause_if_lost(self, states: list[PartitionState]) -> None:
-        """Pause judging of newly assigned partitions while contact is lost.
+        """Pause new partitions while contact is lost, or give them its grace.
 
         A partition assigned after contact returned gets the same grace as
         the partitions owned then. A group often finishes rebalancing only
