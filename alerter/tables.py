@@ -150,10 +150,12 @@ class TopicReader:
         ]
         self._consumer.assign(self._partitions)
 
-    def catch_up(self, timeout_s: float, stop: threading.Event | None = None) -> int:
+    def catch_up(
+        self, timeout_s: float, stop: threading.Event | None = None
+    ) -> int | None:
         """Read until every partition's end as of this call; return records read.
 
-        Returns -1 without reaching the end once `stop` is set, which a
+        Returns None without reaching the end once `stop` is set, which a
         broker that just came back can otherwise delay for `timeout_s`.
 
         Raises:
@@ -161,12 +163,12 @@ class TopicReader:
         """
         ends = self._end_offsets(timeout_s, stop)
         if ends is None:
-            return -1
+            return None
         count = 0
         deadline = time.monotonic() + timeout_s
         while not self._reached(ends):
             if stop is not None and stop.is_set():
-                return -1
+                return None
             if time.monotonic() > deadline:
                 raise StateError(
                     f"reading topic {self.topic} to its end took over {timeout_s} s",

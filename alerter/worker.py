@@ -439,10 +439,9 @@ class AlertWorker:
         logger.info("Assigned partitions: %s", _describe(partitions))
         self.ledger.assign(numbers)
         for reader in (self.stores.state_reader, self.stores.sent_reader):
-            if (
-                reader is not None
-                and reader.catch_up(_CATCH_UP_TIMEOUT_S, self._stopping) < 0
-            ):
+            if reader is None:
+                continue
+            if reader.catch_up(_CATCH_UP_TIMEOUT_S, self._stopping) is None:
                 # Stopping: nothing more is decided from a partial state.
                 return
         self._assigned.update(numbers)

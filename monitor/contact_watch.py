@@ -95,9 +95,10 @@ class ContactWatch:
         A grace from an old loss changes nothing, since its timeout is over.
         """
         for state in states:
-            if self.lost or self.regained_ms:
+            if self.lost:
                 state.lose_contact()
-            if not self.lost and self.regained_ms:
+            elif self.regained_ms:
+                state.lose_contact()
                 state.regain_contact(self.regained_ms)
 
     def _lose(self, silent_ms: int | None, stalled_ms: int) -> None:

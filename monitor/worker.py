@@ -239,12 +239,11 @@ class MonitorWorker:
             for event in events:
                 self._emit(partition, event)
             if events:
-                counts = Counter(event.type for event in events)
                 logger.info(
                     "Partition %d judged at clock %d ms: %s; %d DOWNs held",
                     partition,
                     state.clock.now_ms,
-                    ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())),
+                    describe_counts(Counter(event.type for event in events)),
                     len(state.held_downs),
                 )
         self.metrics.scan_seconds.observe(time.perf_counter() - started)
@@ -274,7 +273,7 @@ class MonitorWorker:
             logger.info(
                 "Partition %d emitted on heartbeats read: %s",
                 partition,
-                ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())),
+                describe_counts(counts),
             )
 
     def _apply_one(self, state: PartitionState, message: Message) -> list[str]:
@@ -564,3 +563,8 @@ class MonitorWorker:
         if self.settings.exactly_once:
             return f"exactly-once every {self.settings.commit_interval_ms} ms"
         return f"at-least-once every {self.settings.commit_interval_ms} ms"
+
+
+def describe_counts(counts: Counter[str]) -> str:
+    """Return counts by event type for a log line, such as "2 DEVICE_DOWN"."""
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))

@@ -27,6 +27,6 @@ def test_catch_up_reads_to_the_end_or_stops(kafka_settings: KafkaSettings) -> No
     finally:
         reader.close()
 
-    assert stopped == -1
+    assert stopped is None
     assert read == 5
     assert sorted(applied) == [f"d-{n}" for n in range(5)]
