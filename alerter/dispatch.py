@@ -183,7 +183,7 @@ class Lane:
         unit = task.units[0]
         notification = task.notification.with_items(unit)
         if task.parking is not None:
-            # The channel gave up on it; only the dead-letter write is retried.
+            # The channel gave up on it, so only the dead-letter write is retried.
             self._park(task, notification)
             return
         now = datetime.now(UTC)

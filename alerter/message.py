@@ -342,7 +342,7 @@ def printable(text: str) -> str:
 def _format_duration_both(duration_ms: int) -> str:
     words = format_duration_words(duration_ms)
     if duration_ms < 60_000 and duration_ms % 1000 == 0:
-        # "15 seconds" is already exact; "(15 s)" would repeat it.
+        # "15 seconds" is already exact, so "(15 s)" would only repeat it.
         return words
     return f"{words} ({duration_ms / 1000:g} s)"
 

@@ -442,7 +442,7 @@ class AlertWorker:
             if reader is None:
                 continue
             if reader.catch_up(_CATCH_UP_TIMEOUT_S, self._stopping) is None:
-                # Stopping: nothing more is decided from a partial state.
+                # The alerter is stopping, so nothing is decided from a partial state.
                 return
         self._assigned.update(numbers)
 

@@ -46,7 +46,7 @@ SINGLE_PATH = "/v1/heartbeats"
 BATCH_PATH = "/v1/heartbeats/batch"
 # The young generation's GC threshold while serving (Python's default: 700).
 # At 700, a backlog kept the collector busy about 200 times a second with the
-# queued requests' objects; BENCHMARKS.md (GC threshold runs) has the p99s.
+# queued requests' objects. BENCHMARKS.md (GC threshold runs) has the p99s.
 YOUNG_GC_THRESHOLD = 50_000
 
 

@@ -87,7 +87,7 @@ class RequestReader:
         prefix = ""
         if self._authenticate:
             if authorizations > 1:
-                # Two tokens, each perhaps with its own scope: accept neither.
+                # Two tokens may carry different scopes, so neither is accepted.
                 raise unauthorized(_REPEATED_AUTHORIZATION)
             prefix = self._authenticate(authorization)
         if content_types > 1:

@@ -34,7 +34,7 @@ class ContactWatch:
         self.metrics = metrics
         self.pool = pool
         self.lost = False
-        # When the leaders were heard from as the last loss ended; 0 before one.
+        # The time the leaders were last heard from as the last loss ended, else 0.
         self.regained_ms = 0
         self._checked_ms = 0
         self._log_limit = RateLimitedLog()

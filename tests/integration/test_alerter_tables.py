@@ -8,7 +8,7 @@ from alerter.tables import TopicReader
 from hbmon.kafka import KafkaSettings, ensure_topics
 
 
-def test_catch_up_reads_to_the_end_or_stops(kafka_settings: KafkaSettings) -> None:
+def test_catch_up_reads_or_stops(kafka_settings: KafkaSettings) -> None:
     ensure_topics(kafka_settings)
     topic = kafka_settings.alert_topic
     producer = Producer({"bootstrap.servers": kafka_settings.bootstrap_servers})

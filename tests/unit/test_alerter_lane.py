@@ -276,7 +276,7 @@ class RejectingDeadLetters(DeadLetters):
 def test_lane_keeps_notification_whose_parking_failed(
     registry: CollectorRegistry,
 ) -> None:
-    # The channel would accept a second send; the lane must not make one.
+    # The channel would accept a second send, so the lane must not make one.
     channel, clock = ScriptedChannel(PERMANENT), Clock()
     lane = make_lane(channel, registry, clock)
     lane.dead_letters = letters = RejectingDeadLetters(rejections=1)
@@ -300,7 +300,7 @@ def test_lane_keeps_notification_whose_parking_failed(
     )
 
 
-def test_lane_backs_off_after_slow_failed_parking(
+def test_lane_backoff_after_slow_parking(
     registry: CollectorRegistry,
 ) -> None:
     channel, clock = ScriptedChannel(PERMANENT), Clock()

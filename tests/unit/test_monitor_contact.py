@@ -217,7 +217,7 @@ def test_partition_assigned_after_regain_gets_grace():
     assert state.restored_ms == CREATED_MS + 19_900
 
 
-def test_partition_assigned_without_loss_gets_no_grace():
+def test_assignment_without_loss_no_grace():
     worker = new_worker()
     worker._drop([0])
 
