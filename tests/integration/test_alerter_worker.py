@@ -840,3 +840,35 @@ def test_restart_keeps_group_wait_for_new_down(
         timeout_s=40.0,
     )
     assert len(mails_about(mailbox, "before-restart")) == 1
+
+
+def test_stopping_worker_leaves_records_unhandled(
+    make_worker: Callable[..., AlertWorker],
+    producer: Producer,
+    kafka_settings: KafkaSettings,
+    alerter_settings: AlerterSettings,
+    mailbox: LocalMailbox,
+) -> None:
+    first = start_worker(kafka_settings, alerter_settings, DEFAULT_ROUTES)
+    position = TopicPartition(kafka_settings.alert_topic, 0)
+    try:
+        first.stop()
+        publish(producer, kafka_settings, make_event("read-while-stopping"))
+        drive(
+            first,
+            lambda: first.consumer.position([position])[0].offset == 1,
+            "the stopping worker reading the record",
+        )
+        # With a 0.2 s group wait, a record it handled would be mailed by now.
+        drive_for(first, 3.0)
+    finally:
+        first.close()
+
+    assert mailbox.paths() == []
+    assert committed_offset(kafka_settings, alerter_settings.group_id) < 1
+    second = make_worker()
+    drive(
+        second,
+        lambda: len(mails_about(mailbox, "read-while-stopping")) == 1,
+        "the mail about the record the stopped worker left",
+    )
