@@ -14,9 +14,10 @@ Steps, each bounded in time:
    measured run.
 4. Latency: single heartbeats at --latency-share of ingest's single peak,
    to ingest and then to the no-op app, from the open-loop client
-   (bench/ingest_openloop.py), because wrk has no fixed-rate mode. The
-   no-op app's figure is the floor that the machine, the server stack and
-   the client set at that rate.
+   (bench/ingest_openloop.py), because wrk has no fixed-rate mode. It
+   uses the --connections of the single-heartbeat peak. The no-op app's
+   figure is the floor that the machine, the server stack and the client
+   set at that rate.
 5. Profiles: py-spy samples each server under wrk's single load.
 6. Stop ingest, which flushes its producer, read every record in the
    topic, and compare the heartbeats they hold with those that got a 202.
@@ -89,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--connections",
         type=int,
         default=50,
-        help="wrk connections for single heartbeats",
+        help="connections for single heartbeats, of wrk and the open-loop client",
     )
     parser.add_argument(
         "--batch-connections", type=int, default=8, help="wrk connections for batches"
@@ -347,6 +348,7 @@ class CeilingRun:
             f"--duration={self.args.duration}",
             f"--devices={self.args.devices}",
             f"--payload={self.args.payload}",
+            f"--connections={self.args.connections}",
             f"--json={output}",
         ]
         with (self.out / "openloop.log").open("a") as log:

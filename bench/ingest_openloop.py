@@ -1,16 +1,26 @@
 """An open-loop HTTP client: single heartbeats at a fixed rate, with latencies.
 
 Usage: python bench/ingest_openloop.py --url http://127.0.0.1:8080/v1/heartbeats
-       --rate 5000 --duration 20 [--connections 512] [--json PATH]
+       --rate 5000 --duration 20 [--connections 50] [--json PATH]
 
 Request i is due at start + i / rate whether or not earlier responses have
-arrived, as in wrk2 (which Debian does not package). When no keep-alive
-connection is free, the request waits for one, and a new connection is
-opened while fewer than --connections are open. Latency is measured from
-the time a request was due, so the time it waited for a connection counts
-and a slow server cannot hide its delay by slowing the client down
-("coordinated omission"). The service time, measured from the moment the
-request was written, is reported too.
+arrived, as in wrk2 (which Debian does not package). Like wrk2, the client
+opens all --connections keep-alive connections before the first request and
+takes them in turn, so each stays in use. A request that finds no
+connection free waits for one; a connection that the server closed is
+opened again when a request needs it. Latency is measured from the time a
+request was due, so the time it waited for a connection counts and a slow
+server cannot hide its delay by slowing the client down ("coordinated
+omission"). The service time, measured from the moment the request was
+written, is reported too.
+
+The ceiling bench gives it the connections of its wrk phase (50), so the
+latency at 70% of the peak comes from the connections that set the peak.
+An earlier version opened 16 connections first and up to 512 on demand.
+After a stall of the machine, the requests due during the stall opened
+hundreds of connections at once, and the server spent its spare capacity
+accepting them instead of clearing the backlog (BENCHMARKS.md has the
+figures).
 
 The event loop's timers tick in whole milliseconds, so a request may be
 written up to about 1 ms after it was due. That delay is part of the
@@ -163,7 +173,8 @@ class OpenLoopClient:
         self.statuses: Counter[int] = Counter()
         self.errors = 0
         self._next_request = 0
-        self._idle: list[_Connection] = []
+        # Free connections, oldest first: taking them in turn keeps each in use.
+        self._idle: deque[_Connection] = deque()
         self._connections: set[_Connection] = set()
         self._waiting: deque[float] = deque()
         self._open = 0  # connections open or being opened
@@ -172,10 +183,8 @@ class OpenLoopClient:
         self._connecting: set[asyncio.Task[object]] = set()
 
     async def run(self) -> OpenLoopResult:
-        # Open a few connections first, so that connecting is not measured.
-        await asyncio.gather(
-            *(self._connect() for _ in range(min(16, self.max_connections)))
-        )
+        # Open every connection first, so that connecting is not measured.
+        await asyncio.gather(*(self._connect() for _ in range(self.max_connections)))
 
         # Dispatch every request that is due, then sleep until the next tick.
         total = int(self.rate_per_s * self.duration_s)
@@ -219,7 +228,7 @@ class OpenLoopClient:
     def _dispatch(self, due_at: float) -> None:
         self._outstanding += 1
         if self._idle:
-            self._send(self._idle.pop(), due_at)
+            self._send(self._idle.popleft(), due_at)
             return
         self._waiting.append(due_at)
         if self._open < self.max_connections:
@@ -312,8 +321,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--connections",
         type=int,
-        default=512,
-        help="maximum keep-alive connections open at once",
+        default=50,
+        help="keep-alive connections, all opened before the first request",
     )
     parser.add_argument(
         "--devices", type=int, default=100_000, help="distinct device ids to cycle"

@@ -17,17 +17,27 @@ RESPONSE = (
 
 
 class AcceptingServer(asyncio.Protocol):
-    """Respond with 202 to every request body that arrives (each ends with "}")."""
+    """Respond with 202 to every request body that arrives (each ends with "}").
+
+    `requests` counts the requests each connection carried, in order of
+    connection.
+    """
+
+    requests: list[int] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.index = len(AcceptingServer.requests)
+        AcceptingServer.requests.append(0)
 
     def data_received(self, data: bytes) -> None:
+        AcceptingServer.requests[self.index] += data.count(b"}")
         for _ in range(data.count(b"}")):
             self.transport.write(RESPONSE)  # type: ignore[attr-defined]
 
 
 async def run_against_local_server(rate_per_s: float, duration_s: float):  # type: ignore[no-untyped-def]
+    AcceptingServer.requests = []
     loop = asyncio.get_running_loop()
     server = await loop.create_server(AcceptingServer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -55,6 +65,15 @@ def test_open_loop_client_sends_rate_times_duration() -> None:
     assert result.statuses == {202: 50}
     assert result.unanswered == 0
     assert result.errors == 0
+
+
+def test_open_loop_client_takes_its_connections_in_turn() -> None:
+    # 200 requests/s leave each response time to arrive before the next is
+    # due, so a client that reused its last free connection would use one.
+    result = asyncio.run(run_against_local_server(rate_per_s=200, duration_s=0.25))
+
+    assert result.connections == 4
+    assert sorted(AcceptingServer.requests) == [12, 12, 13, 13]
 
 
 def test_open_loop_result_survives_json_round_trip() -> None:
