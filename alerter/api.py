@@ -26,6 +26,7 @@ import uvicorn
 from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -43,6 +44,7 @@ from alerter.silences import (
 )
 from alerter.tables import TopicWriter
 from hbmon.events import InvalidRecord
+from hbmon.routing_errors import routing_error_handler
 
 logger = logging.getLogger(__name__)
 
@@ -201,14 +203,28 @@ def create_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    # One route per path, so that a 405 lists every method the path takes.
+    async def silences(request: Request) -> Response:
+        if request.method == "POST":
+            return await create_silence(request)
+        return await list_silences(request)
+
+    async def one_silence(request: Request) -> Response:
+        if request.method == "DELETE":
+            return await expire_silence(request)
+        return await get_silence(request)
+
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/silences", list_silences, methods=["GET"]),
-            Route("/silences", create_silence, methods=["POST"]),
-            Route("/silences/{silence_id}", get_silence, methods=["GET"]),
-            Route("/silences/{silence_id}", expire_silence, methods=["DELETE"]),
-        ]
+            Route("/silences", silences, methods=["GET", "POST"]),
+            Route("/silences/{silence_id}", one_silence, methods=["GET", "DELETE"]),
+        ],
+        exception_handlers={
+            HTTPException: routing_error_handler(
+                "the API serves /healthz and /silences"
+            )
+        },
     )
     if token:
         app.add_middleware(_BearerToken, token=token)

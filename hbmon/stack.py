@@ -379,9 +379,13 @@ class Stack:
             if child is None:
                 continue
             if child.poll() is not None:
-                # Ctrl-C reaches every process of the terminal's group at once.
-                status = exit_status(child.returncode)
-                say(f"{role} (pid {child.pid}) had exited with {status}")
+                # Ctrl-C reaches every process of the terminal's group at once,
+                # so most services have stopped on their own by now.
+                if child.returncode == 0:
+                    say(f"{role} (pid {child.pid}) stopped")
+                else:
+                    status = exit_status(child.returncode)
+                    say(f"{role} (pid {child.pid}) had exited with {status}")
                 continue
             say(f"Stopping {role} (pid {child.pid})")
             child.send_signal(signal.SIGTERM)

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hbmon.kafka import KafkaSettings
 from hbmon.logs import RateLimitedLog, configure_logging
+from hbmon.routing_errors import routing_error_handler
 from ingest.auth import Authenticator
 from ingest.endpoints import (
     JSON,
@@ -130,7 +131,7 @@ def create_app(
             Route("/metrics", metrics_text, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: http_error},  # type: ignore[dict-item]
+        exception_handlers={HTTPException: routing_error_handler("see /openapi.json")},
         lifespan=lifespan,
     )
     # A path with a trailing slash gets a 404 with a JSON body. Starlette's
@@ -298,21 +299,3 @@ async def metrics_text(request: Request) -> Response:
 
 async def openapi_json(request: Request) -> Response:
     return Response(request.app.state.openapi, media_type="application/json")
-
-
-async def http_error(request: Request, exc: HTTPException) -> Response:
-    """Return a routing error (404, 405) with the JSON body of the other errors."""
-    if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
-        message = f"method {request.method} is not allowed here; use {allowed}"
-        body = {"error": message, "field": "method"}
-    elif exc.status_code == 404:
-        body = {"error": f"no endpoint at {request.url.path}; see /openapi.json"}
-    else:
-        body = {"error": str(exc.detail)}
-    return Response(
-        orjson.dumps(body),
-        status_code=exc.status_code,
-        media_type="application/json",
-        headers=exc.headers,
-    )

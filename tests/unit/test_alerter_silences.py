@@ -166,6 +166,26 @@ def test_api_unknown_silence_is_404(client: ApiClient) -> None:
     assert client.get("/silences/nope").status_code == 404
 
 
+def test_api_unknown_path_is_json_404(client: ApiClient) -> None:
+    response = client.get("/nope")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "error": "no endpoint at /nope; the API serves /healthz and /silences"
+    }
+
+
+def test_api_wrong_method_is_json_405(client: ApiClient) -> None:
+    response = client.request("PUT", "/silences")
+
+    assert response.status_code == 405
+    assert response.json()["field"] == "method"
+    assert response.json()["error"] == (
+        "method PUT is not allowed here; use GET, HEAD, POST"
+    )
+
+
 def test_api_refuses_to_expire_config_silence() -> None:
     store = SilenceStore((silence(NOW_MS, NOW_MS + 1000, source="config"),))
     client = ApiClient(create_app(store, None, clock_ms=lambda: NOW_MS))
