@@ -62,6 +62,12 @@ _OLD_BROKER_NOTE = (
     "whatever its version"
 )
 
+# A broker that has just started rejects the producer's request for an
+# idempotence PID with this error (for about 0.5 s in the local stack), and
+# librdkafka retries.
+_COORDINATOR_LOADING = "Coordinator load in progress: retrying"
+_COORDINATOR_NOTE = "; usual for a few seconds after the broker starts"
+
 
 class LibrdkafkaLog:
     """The `logger` of every Kafka client: librdkafka's log lines, rate-limited.
@@ -83,8 +89,12 @@ class LibrdkafkaLog:
         suppressed = self._limit.allow(f"{level}:{facility}")
         if suppressed is None:
             return
-        if _OLD_BROKER_GUESS in str(args[-1] if args else msg):
+        line = str(args[-1] if args else msg)
+        if _OLD_BROKER_GUESS in line:
             msg += _OLD_BROKER_NOTE
+        elif _COORDINATOR_LOADING in line and level == logging.WARNING:
+            level = logging.INFO
+            msg += _COORDINATOR_NOTE
         if suppressed:
             msg += " (%d more %s lines dropped since the last one)"
             args = (*args, suppressed, facility)

@@ -98,3 +98,20 @@ def test_old_broker_guess_gets_a_note(caplog):
     message = caplog.records[0].getMessage()
     assert message.startswith("FAIL [rdkafka#consumer-1] 127.0.0.1:9092/1: ")
     assert message.endswith("when a broker restarts or is frozen, whatever its version")
+
+
+def test_loading_coordinator_is_info(caplog):
+    caplog.set_level(logging.DEBUG, logger="test.librdkafka")
+    log = LibrdkafkaLog(logging.getLogger("test.librdkafka"), interval_s=60)
+    line = (
+        "[thrd:main]: Failed to acquire idempotence PID from broker "
+        "127.0.0.1:9092/1: Broker: Coordinator load in progress: retrying"
+    )
+
+    log.log(logging.WARNING, "%s [%s] %s", "GETPID", "hbmon-ingest#producer-1", line)
+
+    record = caplog.records[0]
+    assert record.levelno == logging.INFO
+    assert record.getMessage().endswith(
+        "retrying; usual for a few seconds after the broker starts"
+    )
