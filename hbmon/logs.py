@@ -8,6 +8,9 @@ from hbmon.env import SettingError, env_str
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# httpx logs the whole URL of each request at INFO. A Slack webhook URL
+# contains its token in the path, so httpx and httpcore log warnings only.
+_URL_LOGGERS = ("httpx", "httpcore")
 
 
 def configure_logging(level: str | None = None) -> None:
@@ -24,6 +27,8 @@ def configure_logging(level: str | None = None) -> None:
         )
     logging.Formatter.converter = time.gmtime
     logging.basicConfig(level=name, format=_FORMAT, force=True)
+    for logger_name in _URL_LOGGERS:
+        logging.getLogger(logger_name).setLevel(logging.WARNING)
 
 
 class RateLimitedLog:

@@ -162,6 +162,7 @@ def test_monitor_and_alerter_restart_send_no_second_down(
         ),
         "HBMON_ALERTER_GROUP_ID": names["alerter"],
         "HBMON_ALERTER_METRICS_PORT": "0",
+        "HBMON_ALERTER_API_PORT": "0",
         "HBMON_SMTP_HOST": "127.0.0.1",
         "HBMON_SMTP_PORT": str(mailbox.port),
         "HBMON_SMTP_SECURITY": "none",
