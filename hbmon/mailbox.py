@@ -131,8 +131,7 @@ class LocalMailbox:
             ValueError: `code` is not 400-599, `stage` is not RCPT or DATA, or
                 `after` is negative.
         """
-        if not 400 <= code <= 599:
-            raise ValueError(f"code={code} is invalid; use a 4xx or 5xx reply code")
+        _check_reply_code(code)
         if stage not in REJECT_STAGES:
             raise ValueError(f"stage={stage!r} is invalid; use RCPT or DATA")
         if after < 0:
@@ -140,6 +139,16 @@ class LocalMailbox:
         with self._handler.lock:
             self._handler.accept_budget = after
             self._handler.rejection = (code, stage)
+
+    def reject_recipient(self, address: str, code: int) -> None:
+        """Reply `code` to RCPT TO for `address` only, until accept_mail().
+
+        Raises:
+            ValueError: `code` is not 400-599.
+        """
+        _check_reply_code(code)
+        with self._handler.lock:
+            self._handler.rejected_recipients[address.lower()] = code
 
     def delay_data_reply(self, delay_s: float) -> None:
         """Store each mail, then wait `delay_s` before replying to its DATA.
@@ -156,10 +165,11 @@ class LocalMailbox:
             self._handler.data_delay_s = delay_s
 
     def accept_mail(self) -> None:
-        """Accept and store mail again after reject_mail()."""
+        """Accept and store mail again after reject_mail() or reject_recipient()."""
         with self._handler.lock:
             self._handler.rejection = None
             self._handler.accept_budget = 0
+            self._handler.rejected_recipients.clear()
 
     @property
     def rejected_count(self) -> int:
@@ -193,12 +203,19 @@ class LocalMailbox:
         return AuthResult(success=success, handled=False)
 
 
+def _check_reply_code(code: int) -> None:
+    if not 400 <= code <= 599:
+        raise ValueError(f"code={code} is invalid; use a 4xx or 5xx reply code")
+
+
 class _StoringHandler:
     """aiosmtpd handler hooks that store each message, or reject it on request."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.rejection: tuple[int, str] | None = None
+        # Reply codes to RCPT TO, by lower-case address.
+        self.rejected_recipients: dict[str, int] = {}
         # Mails still accepted before `rejection` applies.
         self.accept_budget = 0
         self.rejected_count = 0
@@ -218,6 +235,12 @@ class _StoringHandler:
         reply = self._rejection_reply("RCPT")
         if reply:
             return reply
+        with self.lock:
+            code = self.rejected_recipients.get(address.lower())
+            if code is not None:
+                self.rejected_count += 1
+        if code is not None:
+            return f"{code} Local mailbox rejects {address} (test mode)"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -7,7 +7,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from alerter import digest
-from alerter.channels.base import one_unit
+from alerter.channels.base import DeliveryError, one_unit
 from alerter.message import message_id_for, printable
 from alerter.notification import Item, Kind, Notification
 from alerter.settings import AlerterSettings
@@ -32,29 +32,58 @@ class EmailChannel:
         self.recipients = tuple(recipients)
         self.heartbeat_topic = heartbeat_topic
         self.mailer = mailer or SmtpMailer(settings)
+        # Recipients done with each notification that still has recipients
+        # to retry: those the server accepted or rejected for good.
+        self._done: dict[str, set[str]] = {}
 
     def units(self, notification: Notification) -> list[tuple[Item, ...]]:
         return one_unit(notification)
 
     def send(self, notification: Notification, now: datetime) -> None:
-        """Mail the notification; raise DeliveryError when no recipient got it."""
+        """Mail the notification to every recipient not done with it yet.
+
+        A recipient rejected with a 4xx reply is tried again on the next
+        attempt, alone or with the other deferred ones, and one rejected
+        with a 5xx reply is not: the log names both.
+
+        Raises:
+            DeliveryError: no recipient got the mail, or some got it and
+                others were deferred with a 4xx reply (retriable).
+        """
+        notification_id = notification.notification_id
+        done = self._done.get(notification_id, set())
+        recipients = [r for r in self.recipients if r not in done]
         message = compose(
             notification,
             sender=self.settings.sender,
-            recipients=self.recipients,
+            recipients=recipients,
             now=now,
             heartbeat_topic=self.heartbeat_topic,
         )
         rejected = self.mailer.send(message)
-        if rejected:
+        deferred = {a: code for a, (code, _) in rejected.items() if code < 500}
+        permanent = {a: code for a, (code, _) in rejected.items() if code >= 500}
+        if permanent:
             logger.warning(
-                "SMTP server rejected recipients %s of notification %s; the others "
-                "got it, so it is not sent again",
-                "; ".join(
-                    f"{address} ({code})" for address, (code, _) in rejected.items()
-                ),
-                notification.notification_id,
+                "SMTP server rejected recipients %s of notification %s for good, "
+                "so they do not get it",
+                _addresses_with_codes(permanent),
+                notification_id,
             )
+        if not deferred:
+            self._done.pop(notification_id, None)
+            return
+        self._done[notification_id] = done | {
+            r for r in recipients if r not in deferred
+        }
+        code = next(iter(deferred.values()))
+        raise DeliveryError(
+            f"SMTP server deferred recipients {_addresses_with_codes(deferred)}; "
+            "the others got the mail, and only the deferred ones get it on the "
+            "next attempt",
+            retriable=True,
+            code=code,
+        )
 
     def close(self) -> None:
         self.mailer.close()
@@ -106,3 +135,7 @@ def compose(
             filename=digest.CSV_NAME,
         )
     return message
+
+
+def _addresses_with_codes(codes: dict[str, int]) -> str:
+    return "; ".join(f"{address} ({code})" for address, code in codes.items())

@@ -1,4 +1,7 @@
-"""SMTP delivery against a real aiosmtpd server: success, reuse and failure kinds."""
+"""SMTP delivery against a real aiosmtpd server: success, reuse and failure kinds.
+
+The last tests drive the mail channel, which retries deferred recipients.
+"""
 
 import shutil
 import socket
@@ -13,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from alerter.channels.email import EmailChannel
+from alerter.notification import Item, Kind, Notification
 from alerter.settings import AlerterSettings
 from alerter.smtp import DeliveryError, SmtpMailer
 from hbmon.mailbox import LocalMailbox
+from tests.unit.test_alerter_email import NOW, event
 
 
 @pytest.fixture
@@ -351,3 +357,44 @@ def test_send_untrusted_certificate_is_transient(
 
     assert caught.value.retriable is True
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+
+
+def one_down() -> Notification:
+    down = Item(Kind.DOWN, "k-1", event("dev-0001"))
+    return Notification(Kind.DOWN, "plant", (("site", "plant-3"),), (down,), 10)
+
+
+def test_deferred_recipient_alone_gets_next_attempt(
+    settings: AlerterSettings, mailbox: LocalMailbox
+) -> None:
+    channel = EmailChannel(settings, ["a@x.test", "b@x.test"], "iot-data")
+    sent = one_down()
+    mailbox.reject_recipient("b@x.test", 450)
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            channel.send(sent, NOW)
+        mailbox.accept_mail()
+        channel.send(sent, NOW)
+    finally:
+        channel.close()
+
+    assert caught.value.retriable is True
+    assert caught.value.code == 450
+    assert "b@x.test (450)" in str(caught.value)
+    assert [mail["X-RcptTo"] for mail in mailbox.messages()] == [
+        "a@x.test",
+        "b@x.test",
+    ]
+
+
+def test_refused_recipient_is_not_tried_again(
+    settings: AlerterSettings, mailbox: LocalMailbox
+) -> None:
+    channel = EmailChannel(settings, ["a@x.test", "b@x.test"], "iot-data")
+    mailbox.reject_recipient("b@x.test", 550)
+    try:
+        channel.send(one_down(), NOW)
+    finally:
+        channel.close()
+
+    assert [mail["X-RcptTo"] for mail in mailbox.messages()] == ["a@x.test"]
