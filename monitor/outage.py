@@ -95,6 +95,18 @@ class HeldDowns:
         """Return how many held DOWNs have `judge_ms` at or before `time_ms`."""
         return int(self._order.bisect_left((time_ms + 1,)))
 
+    def count_silent_before(self, silent_ms: int, until_ms: int) -> int:
+        """Return how many DOWNs due at `until_ms` were last seen before `silent_ms`.
+
+        O(k) for the k DOWNs due.
+        """
+        due = self._order[: self.count_until(until_ms)]
+        return sum(
+            1
+            for _, device_id in due
+            if self._by_device[device_id][1].last_seen_ms < silent_ms
+        )
+
     def count_between(self, after_ms: int, until_ms: int) -> int:
         """Return how many held DOWNs have `after_ms < judge_ms <= until_ms`."""
         if until_ms <= after_ms:

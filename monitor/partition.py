@@ -58,6 +58,10 @@ class PartitionState:
         # When monitoring was last restored after an outage. A device silent
         # since before then is judged one full timeout after it.
         self.restored_ms = 0
+        # The maximum gap between consecutive records read since `restored_ms`,
+        # the first counted from `restored_ms`. None when unknown, as after a
+        # restart.
+        self.gap_since_restored_ms: int | None = None
         # Set while the consumer has lost contact with the broker: nothing is
         # judged until contact returns. Not stored in the state topic.
         self.contact_lost = False
@@ -96,6 +100,10 @@ class PartitionState:
             events.extend(self.judge(record_ms))
         if self.degraded is not None:
             events.append(self._end_outage(record_ms))
+        gap = self.gap_since_restored_ms
+        if gap is not None:
+            previous_ms = max(clock.last_record_ms, self.restored_ms)
+            self.gap_since_restored_ms = max(gap, record_ms - previous_ms)
         clock.observe(record_ms)
         transition = self.shard.observe(device_id, record_ms, timeout_ms)
         self.dirty.add(device_id)
@@ -188,6 +196,10 @@ class PartitionState:
         outage_due = due
         if pooled:
             outage_due += self.pool.unconfirmed_due_elsewhere(self, evidence_ms)
+        elif self._records_flowed_since_restored(now_ms):
+            # Devices silent since before the restore had their full timeout
+            # while records kept arriving, so their silence is their own.
+            outage_due -= self.held_downs.count_silent_before(self.restored_ms, now_ms)
         if due and self.rule.is_outage(outage_due, devices):
             self.degraded = Degraded(now_ms, self.clock.last_record_ms, due)
             events.append(
@@ -224,7 +236,22 @@ class PartitionState:
             len(self.held_downs),
         )
 
+    def _records_flowed_since_restored(self, now_ms: int) -> bool:
+        """Return whether records came since the restore, never half a timeout apart.
+
+        The gap up to `now_ms` counts too, so a pipeline that stopped again
+        after the restore fails this once half a timeout has passed.
+        """
+        gap = self.gap_since_restored_ms
+        if gap is None or not self.restored_ms:
+            return False
+        last_ms = max(self.clock.last_record_ms, self.restored_ms)
+        limit_ms = self._timeout_ms() // 2
+        return gap < limit_ms and now_ms - last_ms < limit_ms
+
     def _restore_monitoring(self, restored_ms: int) -> None:
+        if restored_ms > self.restored_ms:
+            self.gap_since_restored_ms = 0
         self.restored_ms = max(self.restored_ms, restored_ms)
         self.held_downs.postpone(self.restored_ms)
         # The held DOWNs' new judge times go to the state topic too.

@@ -198,3 +198,34 @@ def test_backlog_in_one_batch_judges_deadline_between_records():
 
     assert types(events) == [DEVICE_DOWN, DEVICE_RECOVERED]
     assert events[0].device_id == "a"
+
+
+def test_mass_failure_downs_follow_one_restore():
+    state = new_state()
+    # Six devices fall silent at once, and their deadlines pass together.
+    events = [e for d in FLEET for e in state.observe(d, 1000, None)]
+    for at_ms in range(1100, 6000, 100):
+        events += heartbeats(state, FLEET[6:], at_ms)
+        events += state.judge(at_ms + 50)
+
+    kinds = types(events)
+    assert kinds[:2] == [MONITORING_DEGRADED, MONITORING_RESTORED]
+    assert kinds[2:] == [DEVICE_DOWN] * 6
+    assert sorted(event.device_id for event in events[2:]) == FLEET[:6]
+
+
+def test_pipeline_back_briefly_degrades_again():
+    state = new_state()
+    events = heartbeats(state, FLEET, 1000)
+    events += state.judge(2100)
+    events += heartbeats(state, FLEET[:1], 5000)
+    for at_ms in range(5100, 9000, 100):
+        events += state.judge(at_ms)
+    events += heartbeats(state, FLEET, 9000)
+
+    assert types(events) == [
+        MONITORING_DEGRADED,
+        MONITORING_RESTORED,
+        MONITORING_DEGRADED,
+        MONITORING_RESTORED,
+    ]
