@@ -47,7 +47,8 @@ def subject(notification: Notification, now: datetime, heartbeat_topic: str) -> 
             else ("heard again")
         )
         return (
-            f"[{kind}] {len(items)} partitions of {printable(heartbeat_topic)} {verb}"
+            f"[{kind}] {count_partitions(partition_count(notification))} of "
+            f"{printable(heartbeat_topic)} {verb}"
         )
 
     devices = (
@@ -121,14 +122,15 @@ def summary(notification: Notification, now: datetime, heartbeat_topic: str) -> 
         # One sentence for all partitions, because the list below names each.
         topic = printable(heartbeat_topic)
         devices = device_count(notification)
+        partitions = count_partitions(partition_count(notification))
         if kind is Kind.DEGRADED:
             return (
-                f"Monitoring degraded: {count} partitions of {topic} went silent; "
+                f"Monitoring degraded: {partitions} of {topic} went silent; "
                 f"{count_devices(devices)} {'is' if devices == 1 else 'are'} not being "
                 "judged."
             )
         return (
-            f"Monitoring restored: {count} partitions of {topic} are heard again; "
+            f"Monitoring restored: {partitions} of {topic} are heard again; "
             "their devices are judged again."
         )
     if kind is Kind.DOWN:
@@ -160,12 +162,25 @@ def device_count(notification: Notification) -> int:
     """Return how many devices a notification concerns.
 
     A device notification has one item per device. A monitoring one has one
-    per partition, whose event gives the devices not judged (DEGRADED) or
-    still silent (RESTORED).
+    per event, whose event gives the devices not judged (DEGRADED) or still
+    silent (RESTORED); a partition that has several counts its latest.
     """
     if notification.kind in (Kind.DEGRADED, Kind.RESTORED):
-        return sum(item.event.devices or 0 for item in notification.items)
+        latest: dict[int, int] = {}
+        for item in sorted(notification.items, key=lambda i: i.event.detected_ms):
+            latest[item.event.partition] = item.event.devices or 0
+        return sum(latest.values())
     return len(notification.items)
+
+
+def partition_count(notification: Notification) -> int:
+    """Return how many partitions the events of a monitoring notification name."""
+    return len({item.event.partition for item in notification.items})
+
+
+def count_partitions(count: int) -> str:
+    """Return "1 partition" or "3 partitions"."""
+    return f"{count:,} partition{'' if count == 1 else 's'}"
 
 
 def listed(notification: Notification) -> list[Item]:

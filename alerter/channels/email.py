@@ -121,7 +121,7 @@ def compose(
     message["X-Hbmon-Notification-Id"] = notification.notification_id
     message["X-Hbmon-Devices"] = str(digest.device_count(notification))
     if notification.kind in (Kind.DEGRADED, Kind.RESTORED):
-        message["X-Hbmon-Partitions"] = str(len(items))
+        message["X-Hbmon-Partitions"] = str(digest.partition_count(notification))
     message["X-Hbmon-Route"] = printable(notification.route)
     message.set_content(digest.text(notification, now, heartbeat_topic))
     message.add_alternative(

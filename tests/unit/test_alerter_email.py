@@ -191,6 +191,32 @@ def test_degraded_mail_sums_up_once_then_lists() -> None:
     ]
 
 
+def test_degraded_mail_counts_each_partition_once() -> None:
+    first, second = degraded(2).items
+    again = replace(
+        first,
+        key="k-0-again",
+        event=replace(
+            first.event,
+            event_id="degraded-0-again",
+            detected_ms=first.event.detected_ms + 60_000,
+            devices=7,
+        ),
+    )
+    notification = Notification(Kind.DEGRADED, "all", (), (first, second, again), 10)
+    message = mail(notification)
+
+    assert message["Subject"] == (
+        "[MONITORING DEGRADED] 2 partitions of iot-data silent, 112 devices not judged"
+    )
+    assert message["X-Hbmon-Partitions"] == "2"
+    assert message["X-Hbmon-Devices"] == "112"
+    assert plain(notification).splitlines()[0] == (
+        "Monitoring degraded: 2 partitions of iot-data went silent; 112 devices "
+        "are not being judged."
+    )
+
+
 def test_degraded_mail_counts_one_device_in_singular() -> None:
     notification = degraded(2, devices=1)
     single = degraded(1, devices=1)
