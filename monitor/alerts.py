@@ -57,6 +57,17 @@ def device_event(
 def degraded_event(partition: int, degraded: Degraded, timeout_ms: int) -> AlertEvent:
     """Build the MONITORING_DEGRADED event of a partition that fell silent."""
     silent_s = (degraded.since_ms - degraded.last_record_ms) / 1000
+    if silent_s >= 1:
+        opening = (
+            f"Heartbeat partition {partition} received nothing for {silent_s:.0f} s, "
+            f"so {degraded.devices} devices missed their deadlines at once."
+        )
+    else:
+        # Records were still arriving: many devices stopped together.
+        opening = (
+            f"{degraded.devices} devices of heartbeat partition {partition} missed "
+            "their deadlines at once."
+        )
     return AlertEvent(
         event_id=event_id_for(
             MONITORING_DEGRADED, partition_subject(partition), degraded.last_record_ms
@@ -70,10 +81,8 @@ def degraded_event(partition: int, degraded: Degraded, timeout_ms: int) -> Alert
         detected_ms=degraded.since_ms,
         partition=partition,
         message=(
-            f"Heartbeat partition {partition} received nothing for {silent_s:.0f} s, "
-            f"so {degraded.devices} devices missed their deadlines at once. The "
-            "monitor suspects the pipeline (ingest, broker or network) and holds "
-            "their DOWN alerts until heartbeats arrive again."
+            f"{opening} The monitor suspects the pipeline (ingest, broker or network) "
+            "and holds their DOWN alerts until heartbeats arrive again."
         ),
         devices=degraded.devices,
     )

@@ -89,6 +89,9 @@ def test_silent_partition_degrades_once_without_downs():
 
     assert types(events) == [MONITORING_DEGRADED]
     assert events[0].devices == len(FLEET)
+    assert events[0].message.startswith(
+        "Heartbeat partition 0 received nothing for 1 s, so 8 devices missed"
+    )
     assert events[0].device_id == ""
     assert state.clock.now_ms < 5000
 
@@ -209,6 +212,9 @@ def test_mass_failure_downs_follow_one_restore():
         events += state.judge(at_ms + 50)
 
     kinds = types(events)
+    assert events[0].message.startswith(
+        "6 devices of heartbeat partition 0 missed their deadlines at once."
+    )
     assert kinds[:2] == [MONITORING_DEGRADED, MONITORING_RESTORED]
     assert kinds[2:] == [DEVICE_DOWN] * 6
     assert sorted(event.device_id for event in events[2:]) == FLEET[:6]
