@@ -101,9 +101,11 @@ class PartitionState:
         if self.degraded is not None:
             events.append(self._end_outage(record_ms))
         gap = self.gap_since_restored_ms
-        if gap is not None:
-            previous_ms = max(clock.last_record_ms, self.restored_ms)
-            self.gap_since_restored_ms = max(gap, record_ms - previous_ms)
+        if gap is not None and record_ms - clock.last_record_ms > gap:
+            # A gap that began before the restore counts from the restore.
+            self.gap_since_restored_ms = min(
+                record_ms - clock.last_record_ms, record_ms - self.restored_ms
+            )
         clock.observe(record_ms)
         transition = self.shard.observe(device_id, record_ms, timeout_ms)
         self.dirty.add(device_id)
