@@ -103,8 +103,9 @@ class PartitionState:
         gap = self.gap_since_restored_ms
         if gap is not None and record_ms - clock.last_record_ms > gap:
             # A gap that began before the restore counts from the restore.
-            self.gap_since_restored_ms = min(
-                record_ms - clock.last_record_ms, record_ms - self.restored_ms
+            since_restored_ms = record_ms - self.restored_ms
+            self.gap_since_restored_ms = max(
+                gap, min(record_ms - clock.last_record_ms, since_restored_ms)
             )
         clock.observe(record_ms)
         transition = self.shard.observe(device_id, record_ms, timeout_ms)
