@@ -95,17 +95,24 @@ class HeldDowns:
         """Return how many held DOWNs have `judge_ms` at or before `time_ms`."""
         return int(self._order.bisect_left((time_ms + 1,)))
 
-    def count_silent_before(self, silent_ms: int, until_ms: int) -> int:
-        """Return how many DOWNs due at `until_ms` were last seen before `silent_ms`.
+    def count_silent_through(self, restored_ms: int, gap_ms: int, until_ms: int) -> int:
+        """Return how many DOWNs due at `until_ms` had their silence confirmed.
 
-        O(k) for the k DOWNs due.
+        That is a DOWN of a device last seen before `restored_ms`, with a
+        timeout more than twice `gap_ms`, the longest time without records
+        since `restored_ms`: the pipeline delivered records all along while
+        the device stayed silent. O(k) for the k DOWNs due.
         """
         due = self._order[: self.count_until(until_ms)]
-        return sum(
-            1
-            for _, device_id in due
-            if self._by_device[device_id][1].last_seen_ms < silent_ms
-        )
+        count = 0
+        for _, device_id in due:
+            transition = self._by_device[device_id][1]
+            if (
+                transition.last_seen_ms < restored_ms
+                and transition.timeout_ms > 2 * gap_ms
+            ):
+                count += 1
+        return count
 
     def count_between(self, after_ms: int, until_ms: int) -> int:
         """Return how many held DOWNs have `after_ms < judge_ms <= until_ms`."""

@@ -199,10 +199,12 @@ class PartitionState:
         outage_due = due
         if pooled:
             outage_due += self.pool.unconfirmed_due_elsewhere(self, evidence_ms)
-        elif self._records_flowed_since_restored(now_ms):
-            # Devices silent since before the restore had their full timeout
-            # while records kept arriving, so their silence is their own.
-            outage_due -= self.held_downs.count_silent_before(self.restored_ms, now_ms)
+        else:
+            # Devices silent through a full timeout in which records kept
+            # arriving failed on their own, so they count neither way.
+            confirmed = self._silent_through_restore(now_ms)
+            outage_due -= confirmed
+            devices -= confirmed
         if due and self.rule.is_outage(outage_due, devices):
             self.degraded = Degraded(now_ms, self.clock.last_record_ms, due)
             events.append(
@@ -239,18 +241,19 @@ class PartitionState:
             len(self.held_downs),
         )
 
-    def _records_flowed_since_restored(self, now_ms: int) -> bool:
-        """Return whether records came since the restore, never half a timeout apart.
+    def _silent_through_restore(self, now_ms: int) -> int:
+        """Return how many due DOWNs stayed silent while records kept arriving.
 
-        The gap up to `now_ms` counts too, so a pipeline that stopped again
-        after the restore fails this once half a timeout has passed.
+        See HeldDowns.count_silent_through. The time from the last record to
+        `now_ms` counts as a gap too, so a pipeline that stopped again after
+        the restore counts for none of them once half their timeout passed.
         """
         gap = self.gap_since_restored_ms
         if gap is None or not self.restored_ms:
-            return False
+            return 0
         last_ms = max(self.clock.last_record_ms, self.restored_ms)
-        limit_ms = self._timeout_ms() // 2
-        return gap < limit_ms and now_ms - last_ms < limit_ms
+        gap = max(gap, now_ms - last_ms)
+        return self.held_downs.count_silent_through(self.restored_ms, gap, now_ms)
 
     def _restore_monitoring(self, restored_ms: int) -> None:
         if restored_ms > self.restored_ms:

@@ -235,3 +235,25 @@ def test_pipeline_back_briefly_degrades_again():
         MONITORING_DEGRADED,
         MONITORING_RESTORED,
     ]
+
+
+def test_cut_soon_after_restore_degrades_again():
+    # Devices with a 400 ms timeout: d-0 to d-4 fail at 1000, d-5 sends every
+    # 100 ms, d-6 and d-7 every 300 ms. No record arrives between 1400 and
+    # 1800: less than half the default timeout, more than half theirs.
+    state = new_state()
+    events = [e for d in FLEET for e in state.observe(d, 1000, 400)]
+    for at_ms in range(1100, 4500, 100):
+        if not 1500 <= at_ms < 1800:
+            senders = ["d-5"] + (["d-6", "d-7"] if at_ms % 300 == 100 else [])
+            events += [e for d in senders for e in state.observe(d, at_ms, 400)]
+        events += state.judge(at_ms + 50)
+
+    downs = sorted(e.device_id for e in events if e.type == DEVICE_DOWN)
+    assert types(events)[:4] == [
+        MONITORING_DEGRADED,
+        MONITORING_RESTORED,
+        MONITORING_DEGRADED,
+        MONITORING_RESTORED,
+    ]
+    assert downs == FLEET[:5]
