@@ -15,6 +15,12 @@ from alerter.smtp import SmtpMailer
 
 logger = logging.getLogger(__name__)
 
+# How long recipients that an SMTP server deferred are tried again once
+# others got the mail. Each try holds up the receiver's later mail, so after
+# this the channel gives up on them. Greylisting servers (postgrey: 300 s)
+# accept within it.
+DEFERRED_RETRY_S = 600.0
+
 
 class EmailChannel:
     """Mails notifications over one reused SMTP connection."""
@@ -32,9 +38,9 @@ class EmailChannel:
         self.recipients = tuple(recipients)
         self.heartbeat_topic = heartbeat_topic
         self.mailer = mailer or SmtpMailer(settings)
-        # Recipients done with each notification that still has recipients
-        # to retry: those the server accepted or rejected for good.
-        self._done: dict[str, set[str]] = {}
+        # For each notification with deferred recipients: those done with it
+        # (accepted, or rejected for good) and when the first was deferred.
+        self._done: dict[str, tuple[set[str], datetime]] = {}
 
     def units(self, notification: Notification) -> list[tuple[Item, ...]]:
         return one_unit(notification)
@@ -43,15 +49,16 @@ class EmailChannel:
         """Mail the notification to every recipient not done with it yet.
 
         A recipient rejected with a 4xx reply is tried again on the next
-        attempt, alone or with the other deferred ones, and one rejected
-        with a 5xx reply is not: the log names both.
+        attempt, alone or with the other deferred ones, for up to
+        DEFERRED_RETRY_S, and one rejected with a 5xx reply is not: the log
+        names both.
 
         Raises:
             DeliveryError: no recipient got the mail, or some got it and
                 others were deferred with a 4xx reply (retriable).
         """
         notification_id = notification.notification_id
-        done = self._done.get(notification_id, set())
+        done, deferred_at = self._done.get(notification_id, (set(), now))
         recipients = [r for r in self.recipients if r not in done]
         message = compose(
             notification,
@@ -60,7 +67,14 @@ class EmailChannel:
             now=now,
             heartbeat_topic=self.heartbeat_topic,
         )
-        rejected = self.mailer.send(message)
+        give_up = (now - deferred_at).total_seconds() >= DEFERRED_RETRY_S
+        try:
+            rejected = self.mailer.send(message)
+        except DeliveryError as err:
+            if not (done and give_up):
+                raise
+            self._give_up(notification_id, recipients, str(err))
+            return
         deferred = {a: code for a, (code, _) in rejected.items() if code < 500}
         permanent = {a: code for a, (code, _) in rejected.items() if code >= 500}
         if permanent:
@@ -73,9 +87,13 @@ class EmailChannel:
         if not deferred:
             self._done.pop(notification_id, None)
             return
-        self._done[notification_id] = done | {
-            r for r in recipients if r not in deferred
-        }
+        if give_up:
+            self._give_up(
+                notification_id, list(deferred), _addresses_with_codes(deferred)
+            )
+            return
+        accepted = {r for r in recipients if r not in deferred}
+        self._done[notification_id] = (done | accepted, deferred_at)
         code = next(iter(deferred.values()))
         raise DeliveryError(
             f"SMTP server deferred recipients {_addresses_with_codes(deferred)}; "
@@ -83,6 +101,17 @@ class EmailChannel:
             "next attempt",
             retriable=True,
             code=code,
+        )
+
+    def _give_up(self, notification_id: str, recipients: list[str], last: str) -> None:
+        self._done.pop(notification_id, None)
+        logger.error(
+            "Gave up on recipients %s of notification %s after %.0f s of deferrals, "
+            "so they do not get it; the others did. Last failure: %s",
+            ", ".join(recipients),
+            notification_id,
+            DEFERRED_RETRY_S,
+            last,
         )
 
     def close(self) -> None:

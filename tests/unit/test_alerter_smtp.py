@@ -11,12 +11,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from alerter.channels.email import EmailChannel
+from alerter.channels.email import DEFERRED_RETRY_S, EmailChannel
 from alerter.notification import Item, Kind, Notification
 from alerter.settings import AlerterSettings
 from alerter.smtp import DeliveryError, SmtpMailer
@@ -398,3 +399,23 @@ def test_refused_recipient_is_not_tried_again(
         channel.close()
 
     assert [mail["X-RcptTo"] for mail in mailbox.messages()] == ["a@x.test"]
+
+
+def test_deferred_recipient_given_up_after_limit(
+    settings: AlerterSettings,
+    mailbox: LocalMailbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    channel = EmailChannel(settings, ["a@x.test", "b@x.test"], "iot-data")
+    sent = one_down()
+    mailbox.reject_recipient("b@x.test", 450)
+    later = NOW + timedelta(seconds=DEFERRED_RETRY_S)
+    try:
+        with pytest.raises(DeliveryError):
+            channel.send(sent, NOW)
+        channel.send(sent, later)
+    finally:
+        channel.close()
+
+    assert [mail["X-RcptTo"] for mail in mailbox.messages()] == ["a@x.test"]
+    assert "Gave up on recipients b@x.test of notification" in caplog.text
