@@ -226,6 +226,9 @@ def create_app(
             )
         },
     )
+    # A path with a trailing slash gets the JSON 404. Starlette's redirect
+    # would build its Location from the client's Host header.
+    app.router.redirect_slashes = False
     if token:
         app.add_middleware(_BearerToken, token=token)
     return app

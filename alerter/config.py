@@ -244,6 +244,10 @@ class _Parser:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             self._fail((*path, "url"), "must be an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - reading it checks the port
+        except ValueError:
+            self._fail((*path, "url"), "must have a port from 0 to 65535, or none")
         secret = self._env(value, "secret_env", path) if "secret_env" in value else ""
         routing_key = ""
         if kind == "pagerduty":

@@ -148,6 +148,11 @@ ROUTE = '[[routes]]\nname = "r"\nreceivers = ["oncall"]\n'
             "receivers.x.webhook.url",
             "http",
         ),
+        (
+            '[receivers.x]\nwebhook = { url = "http://127.0.0.1:notaport/h" }',
+            "receivers.x.webhook.url",
+            "port from 0 to 65535",
+        ),
         ("[receivers.x]", "receivers.x", "has no channel"),
         (ROUTE.replace('"r"', '"a b"'), "routes[0].name", "invalid"),
         (ROUTE + "device_glob = 3", "routes[0].device_glob", "string"),

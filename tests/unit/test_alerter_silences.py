@@ -176,6 +176,14 @@ def test_api_unknown_path_is_json_404(client: ApiClient) -> None:
     }
 
 
+def test_api_trailing_slash_is_json_404(client: ApiClient) -> None:
+    response = client.get("/silences/", headers={"Host": "elsewhere.example"})
+
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.json()["error"].startswith("no endpoint at /silences/;")
+
+
 def test_api_wrong_method_is_json_405(client: ApiClient) -> None:
     response = client.request("PUT", "/silences")
 
