@@ -67,10 +67,13 @@ _OLD_BROKER_NOTE = (
     "whatever its version"
 )
 
-# A broker that has just started rejects the producer's request for an
-# idempotence PID with this error (for about 0.5 s in the local stack), and
-# librdkafka retries.
-_COORDINATOR_LOADING = "Coordinator load in progress: retrying"
+# A broker that has just started rejects a producer's request for an
+# idempotence or transactional PID with these errors (for about 0.5 s in the
+# local stack), and librdkafka retries.
+_COORDINATOR_STARTING = (
+    "Coordinator load in progress: retrying",
+    "Not coordinator: retrying",
+)
 _COORDINATOR_NOTE = "; usual for a few seconds after the broker starts"
 
 
@@ -97,7 +100,9 @@ class LibrdkafkaLog:
         line = str(args[-1] if args else msg)
         if _OLD_BROKER_GUESS in line:
             msg += _OLD_BROKER_NOTE
-        elif _COORDINATOR_LOADING in line and level == logging.WARNING:
+        elif level == logging.WARNING and any(
+            text in line for text in _COORDINATOR_STARTING
+        ):
             level = logging.INFO
             msg += _COORDINATOR_NOTE
         if suppressed:

@@ -5,6 +5,7 @@ import socket
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Producer
 
 from hbmon.kafka import LIBRDKAFKA_LOG, KafkaSettings
@@ -100,13 +101,18 @@ def test_old_broker_guess_gets_a_note(caplog):
     assert message.endswith("when a broker restarts or is frozen, whatever its version")
 
 
-def test_loading_coordinator_is_info(caplog):
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[thrd:main]: Failed to acquire idempotence PID from broker "
+        "127.0.0.1:9092/1: Broker: Coordinator load in progress: retrying",
+        "[thrd:main]: Failed to acquire transactional PID from broker "
+        "TxnCoordinator/1: Broker: Not coordinator: retrying",
+    ],
+)
+def test_starting_coordinator_is_info(caplog, line):
     caplog.set_level(logging.DEBUG, logger="test.librdkafka")
     log = LibrdkafkaLog(logging.getLogger("test.librdkafka"), interval_s=60)
-    line = (
-        "[thrd:main]: Failed to acquire idempotence PID from broker "
-        "127.0.0.1:9092/1: Broker: Coordinator load in progress: retrying"
-    )
 
     log.log(logging.WARNING, "%s [%s] %s", "GETPID", "hbmon-ingest#producer-1", line)
 
