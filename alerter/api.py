@@ -26,7 +26,6 @@ import uvicorn
 from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -44,7 +43,7 @@ from alerter.silences import (
 )
 from alerter.tables import TopicWriter
 from hbmon.events import InvalidRecord
-from hbmon.routing_errors import routing_error_handler
+from hbmon.routing_errors import use_json_routing_errors
 
 logger = logging.getLogger(__name__)
 
@@ -220,15 +219,8 @@ def create_app(
             Route("/silences", silences, methods=["GET", "POST"]),
             Route("/silences/{silence_id}", one_silence, methods=["GET", "DELETE"]),
         ],
-        exception_handlers={
-            HTTPException: routing_error_handler(
-                "the API serves /healthz and /silences"
-            )
-        },
     )
-    # A path with a trailing slash gets the JSON 404. Starlette's redirect
-    # would build its Location from the client's Host header.
-    app.router.redirect_slashes = False
+    use_json_routing_errors(app, "the API serves /healthz and /silences")
     if token:
         app.add_middleware(_BearerToken, token=token)
     return app

@@ -8,11 +8,22 @@ request is at fault, "field".
 from collections.abc import Awaitable, Callable
 
 import orjson
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def use_json_routing_errors(app: Starlette, where_to_look: str) -> None:
+    """Make `app` respond to routing errors in JSON, a trailing slash included.
+
+    Starlette would redirect a path with a trailing slash, with a Location
+    built from the client's Host header, so such a path gets the 404 too.
+    """
+    app.add_exception_handler(HTTPException, routing_error_handler(where_to_look))
+    app.router.redirect_slashes = False
 
 
 def routing_error_handler(where_to_look: str) -> ErrorHandler:

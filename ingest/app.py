@@ -17,7 +17,6 @@ from prometheus_client import (
     multiprocess,
 )
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -25,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hbmon.kafka import KafkaSettings
 from hbmon.logs import RateLimitedLog, configure_logging
-from hbmon.routing_errors import routing_error_handler
+from hbmon.routing_errors import use_json_routing_errors
 from ingest.auth import Authenticator
 from ingest.endpoints import (
     JSON,
@@ -131,12 +130,9 @@ def create_app(
             Route("/metrics", metrics_text, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: routing_error_handler("see /openapi.json")},
         lifespan=lifespan,
     )
-    # A path with a trailing slash gets a 404 with a JSON body. Starlette's
-    # redirect would build its Location from the client's Host header.
-    app.router.redirect_slashes = False
+    use_json_routing_errors(app, "see /openapi.json")
     app.state.settings = settings
     app.state.publisher = publisher
     app.state.metrics = metrics
