@@ -16,7 +16,7 @@ from alerter.smtp import SmtpMailer
 logger = logging.getLogger(__name__)
 
 # How long recipients that an SMTP server deferred are tried again once
-# others got the mail. Each try holds up the receiver's later mail, so after
+# others got the mail. Each try delays the receiver's later mail, so after
 # this the channel gives up on them. Greylisting servers (postgrey: 300 s)
 # accept within it.
 DEFERRED_RETRY_S = 600.0
