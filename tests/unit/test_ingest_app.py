@@ -119,6 +119,39 @@ async def test_post_valid_heartbeat_202(
     assert sample(registry, "hbmon_ingest_producer_queue_length") >= 0
 
 
+async def test_concurrent_posts_queue_before_202(
+    settings: IngestSettings, registry: CollectorRegistry
+) -> None:
+    """A 202 goes out once every request started with it has queued its heartbeat."""
+    app = create_app(settings, NO_BROKER, registry)
+    metrics: IngestMetrics = app.state.metrics
+    accepted_at_response: list[tuple[int, int]] = []
+
+    async def call(device_id: str) -> None:
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/heartbeats",
+            "headers": [(b"content-type", b"application/json")],
+        }
+        body = orjson.dumps({"device_id": device_id})
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                assert isinstance(status, int)
+                accepted_at_response.append((status, metrics.accepted_single))
+
+        await app(scope, receive, send)
+
+    async with serve(app):
+        await asyncio.gather(*(call(f"dev-{n}") for n in range(3)))
+    assert accepted_at_response == [(202, 3)] * 3
+
+
 async def test_post_content_type_with_charset(client: httpx.AsyncClient) -> None:
     headers = {"content-type": "Application/JSON; charset=utf-8"}
     response = await post(client, {"device_id": "d"}, headers=headers)
