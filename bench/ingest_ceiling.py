@@ -81,8 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="times to measure each throughput phase; figures use the median",
+        default=5,
+        help="times to measure each throughput and latency phase; figures use "
+        "the median",
     )
 
     # What wrk and the open-loop client send.
