@@ -46,6 +46,7 @@ from ingest_services import (
     BenchTopic,
     ChildProcess,
     HelpFormatter,
+    add_output_arguments,
     free_port,
     ingest_process,
     noop_process,
@@ -56,7 +57,7 @@ from ingest_services import (
     wait_ready,
     write_results,
 )
-from ingest_wrk import WrkLoad, check_wrk, run_wrk
+from ingest_wrk import WrkLoad, add_payload_arguments, check_wrk, run_wrk
 
 logger = logging.getLogger("ingest_ceiling")
 
@@ -99,16 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, default=1000, help="heartbeats per batch request"
     )
-    parser.add_argument(
-        "--payload",
-        choices=("basic", "full"),
-        default="basic",
-        help="heartbeat fields: basic = device_id, seq, ts; full adds interval_s "
-        "and attrs",
-    )
-    parser.add_argument(
-        "--devices", type=int, default=100_000, help="distinct device ids sent"
-    )
+    add_payload_arguments(parser)
     parser.add_argument(
         "--latency-share",
         type=float,
@@ -149,14 +141,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
 
     # Output.
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="folder for logs, profiles and results "
+    add_output_arguments(
+        parser,
+        "folder for logs, profiles and results "
         "(default: a new .local/bench/ingest-ceiling-TIME)",
     )
-    parser.add_argument("--json", type=Path, help="also write the result as JSON here")
 
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or args.rounds < 1:

@@ -4,7 +4,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from ingest_cpu import CpuUsage
+from ingest_cpu import CpuUsage, describe_machine
 from ingest_openloop import OpenLoopResult
 from ingest_profile import ProfileSummary
 from ingest_wrk import WrkLoad, WrkResult
@@ -271,17 +271,14 @@ def format_report(result: CeilingResult) -> str:
 
 
 def _format_setup(result: CeilingResult) -> str:
-    machine, settings = result.machine, result.settings
-    load_avg = " ".join(f"{value:.2f}" for value in machine["load_avg"])  # type: ignore[attr-defined]
+    settings = result.settings
     return "\n".join(
         [
             "# Ingest ceiling",
             "",
             f"- Command: `./dev bench {settings['command']}`",
             f"- Code: {format_source(settings.get('source'))}",
-            f"- Machine: {machine['nproc']} cores, {machine['cpu_model']}, "
-            f"{machine['memory_gib']} GiB RAM, Linux {machine['kernel']}, "
-            f"Python {machine['python']}; load average at start {load_avg}",
+            f"- Machine: {describe_machine(result.machine)}",
             f"- Server on core {settings['server_core']}; wrk, the open-loop "
             f"client, py-spy and the bench broker on core {settings['load_core']}",
             f"- {settings['duration']:g} s per phase after a "

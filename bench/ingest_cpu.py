@@ -155,6 +155,18 @@ def machine() -> dict[str, object]:
     }
 
 
+def describe_machine(machine: dict[str, object]) -> str:
+    """Return one line about the machine that `machine()` described, for reports."""
+    load_avg = machine["load_avg"]
+    assert isinstance(load_avg, tuple | list)
+    return (
+        f"{machine['nproc']} cores, {machine['cpu_model']}, "
+        f"{machine['memory_gib']} GiB RAM, Linux {machine['kernel']}, "
+        f"Python {machine['python']}; load average at start "
+        + " ".join(f"{value:.2f}" for value in load_avg)
+    )
+
+
 def _stat_cpu_s(stat: str) -> float:
     # Fields after the ")" that closes the command name: utime is the 12th
     # and stime the 13th (fields 14 and 15 of proc(5)).

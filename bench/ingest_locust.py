@@ -47,6 +47,7 @@ from ingest_services import (
     BenchTopic,
     ChildProcess,
     HelpFormatter,
+    add_output_arguments,
     free_port,
     ingest_process,
     pinned,
@@ -150,13 +151,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
 
     # Output and the scenario's own options.
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output folder (default: a new .local/bench/locust-SCENARIO-TIME)",
+    add_output_arguments(
+        parser, "output folder (default: a new .local/bench/locust-SCENARIO-TIME)"
     )
-    parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     scenario = parser.add_argument_group("scenario options (see bench/locustfile.py)")
     scenario.add_argument(
         "--fleet-devices", type=int, default=10_000, help="fleet: devices"

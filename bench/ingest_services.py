@@ -114,11 +114,13 @@ class ChildProcess:
         command: list[str],
         log_path: Path,
         env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name
         self.command = command
         self.log_path = log_path
         self.env = env or {}
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -135,7 +137,7 @@ class ChildProcess:
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=ROOT,
+                cwd=self.cwd,
                 start_new_session=True,
             )
         logger.info("Started %s (pid %d), log %s", self.name, self.pid, self.log_path)
@@ -299,8 +301,12 @@ def ingest_process(
     cores: str | None,
     log_path: Path,
     extra_env: dict[str, str],
+    cwd: Path = ROOT,
 ) -> ChildProcess:
-    """Return `hbmon ingest` with one worker on `port`, producing to `topic`."""
+    """Return `hbmon ingest` with one worker on `port`, producing to `topic`.
+
+    It imports ingest from `cwd`, which `python -m` puts first on the path.
+    """
     env = {
         "HBMON_KAFKA_BOOTSTRAP": topic.settings.bootstrap_servers,
         "HBMON_HEARTBEAT_TOPIC": topic.name,
@@ -310,7 +316,7 @@ def ingest_process(
         **extra_env,
     }
     command = pinned([sys.executable, "-m", "hbmon", "ingest"], cores)
-    return ChildProcess("ingest", command, log_path, env)
+    return ChildProcess("ingest", command, log_path, env, cwd)
 
 
 def noop_process(*, port: int, cores: str | None, log_path: Path) -> ChildProcess:
@@ -367,6 +373,12 @@ def scrape_counter(url: str, name: str) -> float:
             if metric == name or metric.startswith(name + "{"):
                 total += float(value)
     return total
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, contents: str) -> None:
+    """Add --out, the run's folder described as `contents`, and --json."""
+    parser.add_argument("--out", type=Path, default=None, help=contents)
+    parser.add_argument("--json", type=Path, help="also write the result as JSON here")
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, object]:

@@ -7,6 +7,7 @@ mostly queueing, so the latency target is measured by the open-loop client
 in ingest_openloop.py.
 """
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -17,6 +18,20 @@ from ingest_services import ROOT, pinned
 
 LUA_SCRIPT = ROOT / "bench" / "wrk" / "heartbeats.lua"
 MARKER = "WRK_JSON "
+
+
+def add_payload_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --payload and --devices: the heartbeats that wrk's script sends."""
+    parser.add_argument(
+        "--payload",
+        choices=("basic", "full"),
+        default="basic",
+        help="heartbeat fields: basic = device_id, seq, ts; full adds interval_s "
+        "and attrs",
+    )
+    parser.add_argument(
+        "--devices", type=int, default=100_000, help="distinct device ids sent"
+    )
 
 
 class WrkError(RuntimeError):
