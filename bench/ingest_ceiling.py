@@ -12,7 +12,9 @@ Steps, each bounded in time:
 3. Throughput: wrk on the load core sends single heartbeats, then batches,
    to each server in turn, --rounds times. A warm-up run comes before each
    measured run.
-4. Latency: single heartbeats at --latency-share of ingest's single peak,
+4. Latency: first, bench/core_steadiness.py probes how often the idle
+   server core runs too slowly for that load. Then single heartbeats at
+   --latency-share of ingest's single peak,
    to ingest and then to the no-op app, from the open-loop client
    (bench/ingest_openloop.py), because wrk has no fixed-rate mode. It
    uses the --connections of the single-heartbeat peak. The no-op app's
@@ -37,7 +39,8 @@ import time
 from pathlib import Path
 
 import ingest_cpu
-from ingest_ceiling_report import CeilingResult, Phase, format_report
+from core_steadiness import probe
+from ingest_ceiling_report import CeilingResult, Phase, format_report, parse_cores
 from ingest_openloop import OpenLoopResult
 from ingest_profile import ProfileSummary, record_command, summarize
 from ingest_services import (
@@ -109,6 +112,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
 
     # Profiles, placement on cores, the broker and ingest's settings.
+    parser.add_argument(
+        "--steadiness-duration",
+        type=float,
+        default=10.0,
+        help="seconds of probing the server core's steadiness before the latency "
+        "runs (bench/core_steadiness.py); 0 skips the probe",
+    )
     parser.add_argument(
         "--profile-duration",
         type=float,
@@ -211,6 +221,15 @@ class CeilingRun:
 
         # Latency of both at one fixed rate, in turns, once per round: a
         # p99 of one 20 s run moves with brief stalls of the whole machine.
+        # First, how often the idle server core runs too slowly to keep up.
+        if self.args.steadiness_duration > 0:
+            core = parse_cores(self.args.server_core)[0]
+            logger.info(
+                "Probing the steadiness of core %d for %g s",
+                core,
+                self.args.steadiness_duration,
+            )
+            result.steadiness = probe(core, self.args.steadiness_duration)
         peak = result.median_requests_per_s("ingest", "single")
         result.latency_rate_per_s = round(self.args.latency_share * peak)
         for round_index in range(self.args.rounds):

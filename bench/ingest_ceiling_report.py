@@ -4,6 +4,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from core_steadiness import Steadiness
 from ingest_cpu import CpuUsage, describe_machine
 from ingest_openloop import OpenLoopResult
 from ingest_profile import ProfileSummary
@@ -123,6 +124,8 @@ class CeilingResult:
     # Per server, one open-loop run per round.
     latency: dict[str, list[OpenLoopResult]] = field(default_factory=dict)
     profiles: dict[str, ProfileSummary | None] = field(default_factory=dict)
+    # The server core's steadiness, probed before the latency runs.
+    steadiness: Steadiness | None = None
     ingest_metric_accepted: int = 0
     client_accepted: int = 0
     in_flight_bound: int = 0
@@ -199,6 +202,18 @@ class CeilingResult:
             "noop_p99_ms": self.median_p99_ms("no-op"),
         }
 
+    def too_slow_share(self) -> float | None:
+        """Return the share of the probe's windows too slow for the latency load.
+
+        A window is too slow when the core ran more than 1 / latency_share
+        times slower than its median, so that a server loaded to that share
+        of its peak falls behind. None without a probe.
+        """
+        if self.steadiness is None:
+            return None
+        share = float(self.settings["latency_share"])  # type: ignore[arg-type]
+        return round(self.steadiness.share_slower_than(1 / share), 4)
+
     def median_p99_ms(self, server: str) -> float:
         """Return the median over the rounds of `server`'s open-loop p99."""
         return statistics.median(r.latency_ms["p99"] for r in self.latency[server])
@@ -239,6 +254,11 @@ class CeilingResult:
             "profiles": {
                 name: (p.to_json() if p else None) for name, p in self.profiles.items()
             },
+            "server_core_steadiness": (
+                {**self.steadiness.to_json(), "too_slow_share": self.too_slow_share()}
+                if self.steadiness
+                else None
+            ),
             "kafka": {
                 "records": self.kafka_records,
                 "heartbeats": self.kafka_heartbeats,
@@ -430,8 +450,28 @@ def _format_targets(result: CeilingResult) -> str:
         "own dispatch lag, reported above. The no-op app's figures are the "
         "floor that the machine, the server stack and the client set at the "
         "same rate.",
+        *_format_steadiness(result),
     ]
     return "\n".join(lines)
+
+
+def _format_steadiness(result: CeilingResult) -> list[str]:
+    steadiness, too_slow = result.steadiness, result.too_slow_share()
+    if steadiness is None or too_slow is None:
+        return []
+    factor = 1 / float(result.settings["latency_share"])  # type: ignore[arg-type]
+    return [
+        "",
+        f"Steadiness of the server core, probed for {steadiness.duration_s:g} s "
+        "with both servers idle before the latency runs (bench/core_steadiness.py): "
+        f"a fixed loop on core {steadiness.core} ran more than {factor:.2f} times "
+        f"slower than its median in {too_slow:.1%} of "
+        f"{steadiness.window_s * 1000:g} ms windows, and the longest such spell "
+        f"lasted {steadiness.longest_spell_s(factor) * 1000:.0f} ms. A server "
+        f"loaded to {1 / factor:.0%} of its peak falls behind in those windows, "
+        "so when they fill more than 1% of the time, the queues they build are "
+        "in the p99.",
+    ]
 
 
 def _format_latency_line(label: str, latency: OpenLoopResult) -> str:

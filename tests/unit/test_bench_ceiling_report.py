@@ -12,6 +12,7 @@ ingest_ceiling_report = importlib.import_module("ingest_ceiling_report")
 ingest_cpu = importlib.import_module("ingest_cpu")
 ingest_openloop = importlib.import_module("ingest_openloop")
 ingest_wrk = importlib.import_module("ingest_wrk")
+core_steadiness = importlib.import_module("core_steadiness")
 
 
 def phase(server: str, mode: str, requests: int, cpu_s: float, round_index: int = 0):  # type: ignore[no-untyped-def]
@@ -93,6 +94,42 @@ def test_p99_is_median_of_rounds() -> None:
 
     assert result.median_p99_ms("ingest") == 9.0
     assert result.median_p99_ms("no-op") == 4.0
+
+
+def test_steadiness_shares_and_spells() -> None:
+    steadiness = core_steadiness.Steadiness(
+        core=0,
+        duration_s=0.5,
+        window_s=0.05,
+        slowdowns=[1.0, 1.5, 1.6, 1.0, 1.2, 2.1, 1.0, 1.0, 1.0, 1.0],
+    )
+
+    assert steadiness.share_slower_than(1.43) == 0.3
+    assert steadiness.share_slower_than(2.0) == 0.1
+    assert steadiness.longest_spell_s(1.43) == pytest.approx(0.1)
+    assert steadiness.longest_spell_s(3.0) == 0.0
+
+
+def test_report_states_too_slow_windows() -> None:
+    result = result_with([])
+    result.settings = {"latency_share": 0.7}
+    assert result.too_slow_share() is None
+
+    result.steadiness = core_steadiness.Steadiness(
+        core=0, duration_s=10.0, window_s=0.05, slowdowns=[1.0] * 96 + [1.5] * 4
+    )
+    assert result.too_slow_share() == 0.04
+    text = " ".join(ingest_ceiling_report._format_steadiness(result))
+    assert "more than 1.43 times slower than its median in 4.0% of 50 ms" in text
+    assert "the longest such spell lasted 200 ms" in text
+
+
+def test_steadiness_probe_measures_a_core() -> None:
+    steadiness = core_steadiness.probe(0, 0.3)
+
+    assert steadiness.core == 0
+    assert 4 <= len(steadiness.slowdowns) <= 8
+    assert all(value > 0 for value in steadiness.slowdowns)
 
 
 def test_capacity_plans_tasks_at_half_the_ceiling() -> None:
