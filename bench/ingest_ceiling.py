@@ -10,8 +10,8 @@ Steps, each bounded in time:
 2. Start the no-op app (bench/noop_app.py) and ingest (hbmon ingest, one
    worker), both pinned to the server core.
 3. Throughput: wrk on the load core sends single heartbeats, then batches,
-   to each server in turn, --rounds times. A warm-up run comes before each
-   measured run.
+   to each server, --rounds times. Each server gets a warm-up run, then the
+   two take turns in --slices runs that add up to --duration each.
 4. Latency: first, bench/core_steadiness.py probes how often the idle
    server core runs too slowly for that load. Then single heartbeats at
    --latency-share of ingest's single peak,
@@ -60,7 +60,14 @@ from ingest_services import (
     wait_ready,
     write_results,
 )
-from ingest_wrk import WrkLoad, add_payload_arguments, check_wrk, run_wrk
+from ingest_wrk import (
+    WrkLoad,
+    WrkResult,
+    add_payload_arguments,
+    check_wrk,
+    combine_results,
+    run_wrk,
+)
 
 logger = logging.getLogger("ingest_ceiling")
 
@@ -81,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of load before each phase"
+    )
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=5,
+        help="wrk runs that each throughput phase is split into, alternating "
+        "between the servers; --duration / --slices must be whole seconds",
     )
     parser.add_argument(
         "--rounds",
@@ -158,6 +172,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
 
     args = parser.parse_args(argv)
+    slice_s = args.duration / max(1, args.slices)
+    if args.slices < 1 or slice_s < 1 or slice_s != int(slice_s):
+        parser.error(
+            f"--duration {args.duration:g} / --slices {args.slices} must be a "
+            "whole number of seconds, at least 1"
+        )
     if args.duration <= 0 or args.warmup < 0 or args.rounds < 1:
         parser.error(
             "--duration must be above 0, --warmup at least 0 and --rounds at least 1"
@@ -211,13 +231,11 @@ class CeilingRun:
         # Both servers on the server core; only one gets load at a time.
         servers = self._start_servers()
 
-        # Throughput: the no-op app and ingest take turns, so that a change in
-        # the machine's other load during the run touches both alike.
+        # Throughput: the no-op app and ingest take turns in short slices, so
+        # that a change in the machine's speed during the run touches both alike.
         for round_index in range(self.args.rounds):
             for mode in ("single", "batch"):
-                for name, (child, url) in servers.items():
-                    phase = self._wrk_phase(name, mode, child, url, round_index)
-                    result.phases.append(phase)
+                result.phases.extend(self._wrk_phases(servers, mode, round_index))
 
         # Latency of both at one fixed rate, in turns, once per round: a
         # p99 of one 20 s run moves with brief stalls of the whole machine.
@@ -298,40 +316,59 @@ class CeilingRun:
         child.stop()
         self.children.remove(child)
 
-    def _wrk_phase(
-        self, server: str, mode: str, child: ChildProcess, url: str, round_index: int
-    ) -> Phase:
+    def _wrk_phases(
+        self, servers: dict[str, tuple[ChildProcess, str]], mode: str, round_index: int
+    ) -> list[Phase]:
+        """Measure every server with `mode` once, in alternating slices.
+
+        Each server gets its warm-up, then --slices runs of wrk that together
+        last --duration, taking turns. A host that slows one core for a few
+        seconds then slows both servers' figures alike.
+        """
         load = self.single if mode == "single" else self.batch
-        target = url + (SINGLE_PATH if mode == "single" else BATCH_PATH)
+        path = SINGLE_PATH if mode == "single" else BATCH_PATH
         log_path = self.out / "wrk.log"
         if self.args.warmup > 0:
-            warmup = run_wrk(
-                target, load, self.args.warmup, self.args.load_core, log_path
-            )
-            self._count(server, warmup.heartbeats, load)
+            for name, (_, url) in servers.items():
+                warmup = run_wrk(
+                    url + path, load, self.args.warmup, self.args.load_core, log_path
+                )
+                self._count(name, warmup.heartbeats, load)
         logger.info(
-            "Round %d: measuring %s with %s heartbeats for %s s",
+            "Round %d: measuring %s with %s heartbeats for %s s each, in %d slices",
             round_index + 1,
-            server,
+            " and ".join(servers),
             mode,
             self.args.duration,
+            self.args.slices,
         )
-        before = ingest_cpu.snapshot(child.pid)
-        measured = run_wrk(
-            target, load, self.args.duration, self.args.load_core, log_path
-        )
-        cpu = ingest_cpu.usage(before, ingest_cpu.snapshot(child.pid))
-        self._count(server, measured.heartbeats, load)
-        return Phase(
-            server=server,
-            mode=mode,
-            round_index=round_index,
-            load=load,
-            wrk=measured,
-            cpu=cpu,
-            server_cores=self.args.server_core,
-            load_cores=self.args.load_core,
-        )
+        slice_s = self.args.duration / self.args.slices
+        runs: dict[str, list[WrkResult]] = {name: [] for name in servers}
+        usages: dict[str, list[ingest_cpu.CpuUsage]] = {name: [] for name in servers}
+        for _ in range(self.args.slices):
+            for name, (child, url) in servers.items():
+                before = ingest_cpu.snapshot(child.pid)
+                measured = run_wrk(
+                    url + path, load, slice_s, self.args.load_core, log_path
+                )
+                usages[name].append(
+                    ingest_cpu.usage(before, ingest_cpu.snapshot(child.pid))
+                )
+                runs[name].append(measured)
+                self._count(name, measured.heartbeats, load)
+        return [
+            Phase(
+                server=name,
+                mode=mode,
+                round_index=round_index,
+                load=load,
+                wrk=combine_results(runs[name]),
+                cpu=ingest_cpu.combine_usage(usages[name]),
+                server_cores=self.args.server_core,
+                load_cores=self.args.load_core,
+            )
+            for name in servers
+        ]
 
     def _count(self, server: str, heartbeats: int, load: WrkLoad) -> None:
         if server == "ingest":

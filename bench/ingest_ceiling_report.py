@@ -302,7 +302,9 @@ def _format_setup(result: CeilingResult) -> str:
             f"- Server on core {settings['server_core']}; wrk, the open-loop "
             f"client, py-spy and the bench broker on core {settings['load_core']}",
             f"- {settings['duration']:g} s per phase after a "
-            f"{settings['warmup']:g} s warm-up; payload {settings['payload']}; "
+            f"{settings['warmup']:g} s warm-up, in {settings.get('slices', 1)} "
+            "slices that alternate between the servers; payload "
+            f"{settings['payload']}; "
             f"{settings['devices']:,} device ids; batches of "
             f"{settings['batch_size']:,}; topic {result.topic} with "
             f"{settings['partitions']} partitions",
@@ -353,7 +355,8 @@ def _format_phases(result: CeilingResult) -> str:
         "processes on the server core do not lower them. Interrupt time, where "
         "Linux handles much of a loopback TCP transfer, is charged to no "
         "process and shows in its own column. wrk's latencies at saturation "
-        "are mostly time spent queued.",
+        "are mostly time spent queued; a phase's p99 is the highest of its "
+        "slices'.",
     ]
     lines += _format_disturbances(result.phases)
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -92,6 +93,29 @@ def usage(before: CpuSnapshot, after: CpuSnapshot) -> CpuUsage:
             if core in before.cores
         },
     )
+
+
+def combine_usage(usages: list[CpuUsage]) -> CpuUsage:
+    """Return the CPU that several measured spans used in all."""
+    threads = _sum_by_key([usage.threads_s for usage in usages])
+    return CpuUsage(
+        process_s=sum(usage.process_s for usage in usages),
+        threads_s=dict(sorted(threads.items(), key=lambda item: -item[1])),
+        core_busy_s=_sum_by_key([usage.core_busy_s for usage in usages]),
+        core_irq_s=_sum_by_key([usage.core_irq_s for usage in usages]),
+        core_steal_s=_sum_by_key([usage.core_steal_s for usage in usages]),
+    )
+
+
+Key = TypeVar("Key")
+
+
+def _sum_by_key(parts: list[dict[Key, float]]) -> dict[Key, float]:
+    total: dict[Key, float] = {}
+    for part in parts:
+        for key, seconds in part.items():
+            total[key] = total.get(key, 0.0) + seconds
+    return total
 
 
 def read_threads(pid: int) -> dict[str, float]:

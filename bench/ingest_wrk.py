@@ -145,6 +145,28 @@ def run_wrk(
     return parse_wrk_output(completed.stdout, load.heartbeats_per_request)
 
 
+def combine_results(results: list[WrkResult]) -> WrkResult:
+    """Return the sum of several wrk runs of one load, as if they were one run.
+
+    Counts and durations add up. Each latency percentile is the highest of
+    the runs', because percentiles of separate runs cannot be merged.
+    """
+    errors: dict[str, int] = {}
+    for result in results:
+        for kind, count in result.errors.items():
+            errors[kind] = errors.get(kind, 0) + count
+    return WrkResult(
+        duration_s=sum(result.duration_s for result in results),
+        requests=sum(result.requests for result in results),
+        errors=errors,
+        latency_us={
+            name: max(result.latency_us[name] for result in results)
+            for name in results[0].latency_us
+        },
+        heartbeats_per_request=results[0].heartbeats_per_request,
+    )
+
+
 def parse_wrk_output(output: str, heartbeats_per_request: int) -> WrkResult:
     """Read the WRK_JSON line that bench/wrk/heartbeats.lua prints in done().
 

@@ -96,6 +96,32 @@ def test_p99_is_median_of_rounds() -> None:
     assert result.median_p99_ms("no-op") == 4.0
 
 
+def test_combine_usage_adds_cpu_seconds() -> None:
+    spans = [
+        ingest_cpu.CpuUsage(
+            process_s=1.0,
+            threads_s={"python": 0.9, "rdk:broker1": 0.1},
+            core_busy_s={0: 1.0, 1: 0.5},
+            core_irq_s={0: 0.2},
+            core_steal_s={0: 0.0},
+        ),
+        ingest_cpu.CpuUsage(
+            process_s=2.0,
+            threads_s={"python": 1.5, "rdk:main": 0.5},
+            core_busy_s={0: 2.0, 1: 1.0},
+            core_irq_s={0: 0.3},
+            core_steal_s={0: 0.1},
+        ),
+    ]
+    total = ingest_cpu.combine_usage(spans)
+
+    assert total.process_s == 3.0
+    assert total.threads_s == {"python": 2.4, "rdk:main": 0.5, "rdk:broker1": 0.1}
+    assert total.core_busy_s == {0: 3.0, 1: 1.5}
+    assert total.core_irq_s == {0: 0.5}
+    assert total.core_steal_s == {0: 0.1}
+
+
 def test_steadiness_shares_and_spells() -> None:
     steadiness = core_steadiness.Steadiness(
         core=0,
@@ -180,3 +206,24 @@ def test_stat_cpu_seconds_survive_spaces_in_command_name() -> None:
     cpu_s = ingest_cpu._stat_cpu_s(stat)
 
     assert cpu_s == 300 / ingest_cpu.CLOCK_TICKS_PER_S
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--slices", "0"],
+        ["--slices", "3"],
+        ["--duration", "2", "--slices", "4"],
+    ],
+)
+def test_slices_must_be_whole_seconds(argv: list[str]) -> None:
+    ingest_ceiling = importlib.import_module("ingest_ceiling")
+    with pytest.raises(SystemExit):
+        ingest_ceiling.parse_args(argv)
+
+
+def test_default_slices_are_whole_seconds() -> None:
+    ingest_ceiling = importlib.import_module("ingest_ceiling")
+    args = ingest_ceiling.parse_args([])
+
+    assert args.duration / args.slices == 4.0

@@ -43,3 +43,27 @@ def test_wrk_result_multiplies_batches_by_their_size() -> None:
 def test_parse_wrk_output_without_marker_raises() -> None:
     with pytest.raises(ingest_wrk.WrkError, match="WRK_JSON"):
         ingest_wrk.parse_wrk_output("Requests/sec: 1\n", heartbeats_per_request=1)
+
+
+def test_combine_results_adds_counts_and_keeps_worst_latency() -> None:
+    first = ingest_wrk.WrkResult(
+        duration_s=4.0,
+        requests=100,
+        errors={"status": 2},
+        latency_us={"p50": 100.0, "p99": 900.0},
+        heartbeats_per_request=1,
+    )
+    second = ingest_wrk.WrkResult(
+        duration_s=4.0,
+        requests=300,
+        errors={"status": 1, "timeout": 4},
+        latency_us={"p50": 200.0, "p99": 700.0},
+        heartbeats_per_request=1,
+    )
+    combined = ingest_wrk.combine_results([first, second])
+
+    assert combined.duration_s == 8.0
+    assert combined.requests == 400
+    assert combined.errors == {"status": 3, "timeout": 4}
+    assert combined.ok_responses == 397
+    assert combined.latency_us == {"p50": 200.0, "p99": 900.0}
