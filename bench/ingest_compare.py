@@ -102,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--load-core", default="1", help="core list for wrk and the bench broker"
     )
     parser.add_argument(
+        "--bootstrap",
+        default="",
+        help="use the Kafka broker at host:port instead of starting the bench broker",
+    )
+    parser.add_argument(
         "--ingest-env",
         action="append",
         default=[],
@@ -281,14 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     checkouts: list[Path] = []
     servers: list[Server] = []
-    broker = BenchBroker(args.load_core)
+    broker = None if args.bootstrap else BenchBroker(args.load_core)
     topic: BenchTopic | None = None
 
     try:
         for index, revision in enumerate(args.revisions):
             checkouts.append(check_out(revision, out / f"checkout-{index}"))
-        broker.start()
-        topic = BenchTopic(broker.bootstrap, f"bench-compare-{int(time.time())}", 6)
+        if broker is not None:
+            broker.start()
+        bootstrap = broker.bootstrap if broker is not None else args.bootstrap
+        topic = BenchTopic(bootstrap, f"bench-compare-{int(time.time())}", 6)
         topic.create()
         port = free_port()
         noop = noop_process(
@@ -336,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             server.child.stop()
         if topic is not None:
             topic.delete()
-        broker.stop()
+        if broker is not None:
+            broker.stop()
         for source in checkouts:
             remove_checkout(source)
 
