@@ -5,15 +5,18 @@ Usage: python bench/noop_app.py [--host 127.0.0.1] [--port 8099]
 It reads the whole request body of any request and responds with
 ``202 {"status": "accepted"}`` and the same headers as ingest, and does
 nothing else: no routing, no parsing, no producer. It runs on the uvicorn
-settings that ``hbmon ingest`` uses with one worker (uvloop, httptools, no
-access log, no server header, no proxy headers), so the throughput ratio of
-ingest to this app isolates the cost of ingest's own code.
+settings that ``hbmon ingest`` uses with one worker (uvloop, httptools with
+ingest's half-close handling, no access log, no server header, no proxy
+headers), so the throughput ratio of ingest to this app isolates the cost
+of ingest's own code.
 """
 
 import argparse
 import logging
 
 import uvicorn
+
+from ingest.http import HalfCloseHttpProtocol
 
 ACCEPTED = b'{"status":"accepted"}'
 RESPONSE_START = {
@@ -65,7 +68,7 @@ def main() -> None:
         port=args.port,
         workers=1,
         loop="uvloop",
-        http="httptools",
+        http=HalfCloseHttpProtocol,
         lifespan="on",
         log_config=None,
         access_log=False,

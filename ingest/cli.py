@@ -12,6 +12,7 @@ import uvicorn
 from hbmon.env import SettingError
 from hbmon.kafka import KafkaSettings
 from hbmon.logs import configure_logging
+from ingest.http import HalfCloseHttpProtocol
 from ingest.settings import IngestSettings
 
 HELP = "Receive device heartbeats over HTTP and publish them to Kafka."
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http="httptools",
+            http=HalfCloseHttpProtocol,
             lifespan="on",
             log_config=None,
             access_log=False,

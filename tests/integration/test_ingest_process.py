@@ -1,6 +1,7 @@
 """`hbmon ingest` as a real process: uvicorn, SIGTERM, flush and 503s."""
 
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ import httpx
 import orjson
 import pytest
 
+from hbmon.events import HeartbeatRecord, decode_heartbeats
 from hbmon.kafka import KafkaSettings
 from tests.integration.services import Service, free_port, kafka_env, wait_for
 from tests.integration.test_ingest_kafka import read_topic
@@ -64,6 +66,46 @@ def test_sigterm_flushes_every_record(
     assert status in (0, -signal.SIGTERM), log
     assert "every queued heartbeat record was delivered" in log
     assert len(read_topic(kafka_settings)) == 20
+
+
+def post_and_half_close(port: int, request: bytes) -> bytes:
+    """Send `request`, shut down the sending side, and read until the server closes."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_half_closed_requests_get_answers(
+    kafka_settings: KafkaSettings, start_ingest: Starter
+) -> None:
+    ingest, base_url = start_ingest(kafka_env(kafka_settings))
+    port = int(base_url.rsplit(":", 1)[1])
+    head = (
+        "POST /v1/heartbeats HTTP/1.1\r\nHost: ingest\r\n"
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n"
+    )
+    for seq in range(10):
+        body = orjson.dumps({"device_id": "half-close", "seq": seq})
+        response = post_and_half_close(port, head.format(len(body)).encode() + body)
+
+        assert response.startswith(b"HTTP/1.1 202"), response
+
+    # A body cut short cannot be answered: the connection closes at once.
+    cut_short = post_and_half_close(port, head.format(100).encode() + b'{"device')
+    assert cut_short == b""
+
+    ingest.stop()
+    seqs = sorted(
+        record.seq
+        for message in read_topic(kafka_settings)
+        for record in decode_heartbeats(message.value())
+        if isinstance(record, HeartbeatRecord)
+    )
+    assert seqs == list(range(10))
 
 
 def test_unreachable_broker_503(start_ingest: Starter) -> None:
