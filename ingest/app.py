@@ -243,19 +243,21 @@ async def learn_partitions(publisher: Publisher) -> None:
 async def flush(publisher: Publisher, timeout_s: float) -> None:
     """Flush the producer for up to `timeout_s` and log what was left unsent."""
     publisher.poll()
-    queued = publisher.queue_length()
     logger.info(
-        "Flushing the producer: %d heartbeats, records and callbacks queued "
-        "(up to %s s)",
-        queued,
+        "Flushing the producer: %d heartbeats not yet acknowledged by Kafka "
+        "and %d not yet bundled (up to %s s)",
+        publisher.unacknowledged,
+        publisher.waiting(),
         timeout_s,
     )
-    records, waiting = await asyncio.to_thread(publisher.close, timeout_s)
+    records, in_records, waiting = await asyncio.to_thread(publisher.close, timeout_s)
     if records or waiting:
         logger.error(
-            "Flush timed out after %s s with %d records unsent and %d "
-            "heartbeats not yet bundled; they are lost",
+            "Flush timed out after %s s with %d heartbeats unsent, which are "
+            "lost: %d in %d records the producer held and %d not yet bundled",
             timeout_s,
+            in_records + waiting,
+            in_records,
             records,
             waiting,
         )

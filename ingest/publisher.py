@@ -24,6 +24,7 @@ its device id.
 import logging
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 from zlib import crc32
 
@@ -82,6 +83,9 @@ class Publisher:
         # Records not yet handed to the producer, by partition.
         self._pending: list[list[Record]] = []
         self._pending_count = 0
+        # Heartbeats handed to the producer whose delivery report has not
+        # been served yet, which a flush that times out loses.
+        self.unacknowledged = 0
         # The max heartbeats that may wait. It is 0 from the moment the
         # producer rejected a bundle until all waiting ones went out.
         self._room = settings.queue_max_messages
@@ -125,16 +129,16 @@ class Publisher:
             return 0
         return len(topic.partitions)
 
-    def close(self, timeout_s: float) -> tuple[int, int]:
+    def close(self, timeout_s: float) -> tuple[int, int, int]:
         """Flush everything for up to `timeout_s`; return what was left unsent.
 
-        Returns the records left in the producer and the heartbeats never
-        handed to it. Blocks the calling thread, so async callers run it in
-        a worker thread.
+        Returns the records left in the producer, the heartbeats in them and
+        the heartbeats never handed to it. Blocks the calling thread, so
+        async callers run it in a worker thread.
         """
         producer = self._producer
         if producer is None:
-            return 0, 0
+            return 0, 0, 0
         deadline = time.monotonic() + timeout_s
         self.send_pending()
         while self._pending_count and time.monotonic() < deadline:
@@ -142,7 +146,7 @@ class Publisher:
             self.send_pending()
         left = producer.flush(max(0.0, deadline - time.monotonic()))
         self._producer = None
-        return int(left), self._pending_count
+        return int(left), self.unacknowledged, self._pending_count
 
     def waiting(self) -> int:
         """Return the heartbeats waiting to be handed to the producer in a bundle."""
@@ -239,6 +243,7 @@ class Publisher:
             else:
                 flag_headers = _FLAG_HEADERS[ts_flag]
                 producer.produce(self._topic, value, device_id, headers=flag_headers)
+            self.unacknowledged += 1
             return
         except BufferError:
             # Serve delivery reports, which may free room, and try once more.
@@ -251,6 +256,7 @@ class Publisher:
             producer.produce(self._topic, value, device_id, headers=headers)
         except BufferError as err:
             raise self._unavailable("queue_full", "the producer queue is full") from err
+        self.unacknowledged += 1
 
     def send_pending(self) -> None:
         """Hand each partition's waiting heartbeats to the producer as bundles.
@@ -270,8 +276,17 @@ class Publisher:
             sent = 0
             try:
                 for value, count in bundle_values(records):
-                    producer.produce(topic, value, None, partition)
+                    # The bundle's callback gets the number of heartbeats
+                    # that its delivery report settles.
+                    producer.produce(
+                        topic,
+                        value,
+                        None,
+                        partition,
+                        on_delivery=partial(self._on_bundle_delivery, count),
+                    )
                     sent += count
+                    self.unacknowledged += count
             except BufferError:
                 del records[:sent]
                 self._pending_count -= sent
@@ -334,7 +349,19 @@ class Publisher:
         config["stats_cb"] = self._on_stats
         return config
 
+    def _on_bundle_delivery(
+        self, count: int, err: KafkaError | None, msg: Message
+    ) -> None:
+        self.unacknowledged -= count
+        self._report_delivery(err, msg)
+
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        # A record with a key contains one heartbeat, and bundles have
+        # callbacks of their own.
+        self.unacknowledged -= 1
+        self._report_delivery(err, msg)
+
+    def _report_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self._delivered = True
             return

@@ -131,7 +131,7 @@ def test_unreachable_broker_503(start_ingest: Starter) -> None:
     assert "unreachable" in response.json()["error"]
     assert ready.status_code == 503
     assert status in (0, -signal.SIGTERM), ingest.log()
-    assert "records unsent" in ingest.log()
+    assert "heartbeats unsent, which are lost" in ingest.log()
 
 
 def test_workers_metrics_count_every_heartbeat(

@@ -661,7 +661,11 @@ async def test_shutdown_sends_waiting_bundles(
         for device_id in ("a", "b", "c"):
             assert (await post(http, {"device_id": device_id})).status_code == 202
     # Bundles went to the producer, which had no broker to deliver them to.
-    assert re.search(r"\d records unsent and 0 heartbeats not yet bundled", caplog.text)
+    assert re.search(
+        r"3 heartbeats unsent, which are lost: 3 in \d records the producer held "
+        r"and 0 not yet bundled",
+        caplog.text,
+    )
 
 
 def test_bundle_values_split_at_the_byte_limit() -> None:
@@ -848,8 +852,11 @@ async def test_shutdown_logs_unsent_records(caplog: pytest.LogCaptureFixture) ->
     async with serve(create_app(SETTINGS, NO_BROKER)) as http:
         for device_id in ("a", "b", "c"):
             await post(http, {"device_id": device_id})
-    assert "Flushing the producer" in caplog.text
-    assert "3 records unsent and 0 heartbeats not yet bundled" in caplog.text
+    assert "Flushing the producer: 3 heartbeats not yet acknowledged" in caplog.text
+    assert (
+        "3 heartbeats unsent, which are lost: 3 in 3 records the producer held "
+        "and 0 not yet bundled"
+    ) in caplog.text
 
 
 @pytest.fixture(autouse=True)
