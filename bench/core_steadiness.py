@@ -20,6 +20,7 @@ the servers idle, before its latency runs.
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -126,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
-    if args.duration <= 0 or not 0 <= args.core < cores:
-        parser.error(f"--duration must be above 0 and --core from 0 to {cores - 1}")
+    if not 0 < args.duration < math.inf:
+        parser.error(f"--duration {args.duration} must be a number above 0")
+    if not 0 <= args.core < cores:
+        parser.error(f"--core {args.core} must be from 0 to {cores - 1}")
     result = measure(args.core, args.duration)
     text = json.dumps(result.to_json())
     print(text)

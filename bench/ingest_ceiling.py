@@ -50,6 +50,7 @@ from ingest_services import (
     ChildProcess,
     HelpFormatter,
     add_output_arguments,
+    finite_float,
     free_port,
     ingest_process,
     noop_process,
@@ -84,10 +85,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=HelpFormatter,
     )
     parser.add_argument(
-        "--duration", type=float, default=20.0, help="seconds per measured phase"
+        "--duration",
+        type=finite_float,
+        default=20.0,
+        help="seconds per measured phase",
     )
     parser.add_argument(
-        "--warmup", type=float, default=3.0, help="seconds of load before each phase"
+        "--warmup",
+        type=finite_float,
+        default=3.0,
+        help="seconds of load before each phase",
     )
     parser.add_argument(
         "--slices",

@@ -43,6 +43,7 @@ from ingest_services import (
     ChildProcess,
     HelpFormatter,
     add_output_arguments,
+    finite_float,
     free_port,
     ingest_process,
     noop_process,
@@ -86,10 +87,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Rounds and the load.
     parser.add_argument("--rounds", type=int, default=7, help="paired rounds")
     parser.add_argument(
-        "--duration", type=float, default=8.0, help="seconds of each measured run"
+        "--duration",
+        type=finite_float,
+        default=8.0,
+        help="seconds of each measured run",
     )
     parser.add_argument(
-        "--warmup", type=float, default=2.0, help="seconds of load before each run"
+        "--warmup",
+        type=finite_float,
+        default=2.0,
+        help="seconds of load before each run",
     )
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
     add_payload_arguments(parser)
@@ -125,12 +132,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             "--rounds must be at least 1, --duration at least 1 and --warmup at least 0"
         )
-    if len(set(args.revisions)) != len(args.revisions) or not args.revisions:
-        parser.error("name each revision once, and at least one")
+    if args.connections < 1 or args.devices < 1:
+        parser.error("--connections and --devices must be at least 1")
+    if len(set(args.revisions)) != len(args.revisions):
+        parser.error("name each revision once")
+    for revision in args.revisions:
+        if revision != WORKING_TREE and not is_revision(revision):
+            parser.error(f"{revision} is not a commit of this repository")
     for item in args.ingest_env:
         if "=" not in item:
             parser.error(f"--ingest-env {item} must have the form NAME=VALUE")
     return args
+
+
+def is_revision(revision: str) -> bool:
+    """Return whether git can check out `revision` as a commit."""
+    return (
+        subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=30,
+        ).returncode
+        == 0
+    )
 
 
 def label(revision: str) -> str:

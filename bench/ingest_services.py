@@ -11,6 +11,7 @@ import argparse
 import concurrent.futures
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -373,6 +374,14 @@ def scrape_counter(url: str, name: str) -> float:
             if metric == name or metric.startswith(name + "{"):
                 total += float(value)
     return total
+
+
+def finite_float(text: str) -> float:
+    """Parse a command-line number, rejecting nan and infinities."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, contents: str) -> None:

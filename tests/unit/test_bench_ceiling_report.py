@@ -150,6 +150,14 @@ def test_report_states_too_slow_windows() -> None:
     assert "the longest such spell lasted 200 ms" in text
 
 
+@pytest.mark.parametrize(
+    "argv", [["--duration", "nan"], ["--duration", "inf"], ["--core", "99"]]
+)
+def test_steadiness_bad_arguments_exit(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        core_steadiness.main(argv)
+
+
 def test_steadiness_probe_measures_a_core() -> None:
     steadiness = core_steadiness.probe(0, 0.3)
 

@@ -72,6 +72,10 @@ def test_report_one_revision_has_no_pairs() -> None:
         ["--rounds", "0"],
         ["--duration", "0.5"],
         ["--ingest-env", "HBMON_INGEST_LINGER_MS"],
+        ["no-such-revision"],
+        ["--duration", "nan"],
+        ["--warmup", "inf"],
+        ["--connections", "0"],
     ],
 )
 def test_bad_arguments_exit(argv: list[str]) -> None:
