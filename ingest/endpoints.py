@@ -177,7 +177,8 @@ class HeartbeatEndpoint:
         # first, so their 202s go out back to back. A client on this machine
         # then reads several responses per wake-up: wrk switched context 0.4
         # times per request instead of about once (the no-op app: 0.3 to
-        # 0.6). BENCHMARKS.md ("Responses written together") has the runs.
+        # 0.6). BENCHMARKS.md ("202s written together") has the runs, and
+        # ingest/http.py keeps a half-closed connection open for the 202.
         await yield_to_loop()
         await send(_ACCEPTED_START)
         await send(_ACCEPTED_BODY)

@@ -1,13 +1,13 @@
 """The HTTP protocol that ingest runs on: uvicorn's httptools one, half-close aware.
 
 A client may shut down its sending side once its request is written (a
-TCP half-close, as `nc -N` and some embedded HTTP stacks do) and still read
-the response. uvicorn's protocol closes the connection at the client's end
-of stream, so a response that is not written yet never goes out. The
-single-heartbeat endpoint yields to the event loop between queueing a
-heartbeat and writing its 202, and in that time uvicorn reads the end of
-stream: without this protocol, the heartbeat is published without its 202,
-and the client sends it again.
+TCP half-close, as `nc -N` does) and still read the response. uvicorn's
+protocol closes the connection at the client's end of stream, so a
+response that is not written yet never goes out. The single-heartbeat
+endpoint yields to the event loop between queueing a heartbeat and
+writing its 202, and in that time uvicorn reads the end of stream: without
+this protocol, the heartbeat is published without its 202, and the client
+sends it again.
 """
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
