@@ -125,17 +125,20 @@ def main(argv: list[str] | None = None) -> int:
         "--duration", type=float, default=10.0, help="seconds of measuring"
     )
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
     if not 0 < args.duration < math.inf:
         parser.error(f"--duration {args.duration} must be a number above 0")
     if not 0 <= args.core < cores:
         parser.error(f"--core {args.core} must be from 0 to {cores - 1}")
+
     result = measure(args.core, args.duration)
     text = json.dumps(result.to_json())
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
+
     for factor in (1.3, 1.43, 2.0):
         print(
             f"core {result.core}: {result.share_slower_than(factor):.1%} of "

@@ -49,6 +49,7 @@ from ingest_services import (
     BenchTopic,
     ChildProcess,
     HelpFormatter,
+    add_ingest_env_argument,
     add_output_arguments,
     finite_float,
     free_port,
@@ -162,14 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--partitions", type=int, default=6, help="partitions of the run's topic"
     )
-    parser.add_argument(
-        "--ingest-env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="environment variable for ingest, e.g. HBMON_INGEST_LINGER_MS=20; "
-        "repeatable",
-    )
+    add_ingest_env_argument(parser)
 
     # Output.
     add_output_arguments(
@@ -191,9 +185,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if not 0 < args.latency_share <= 1:
         parser.error(f"--latency-share={args.latency_share} must be in (0, 1]")
-    for item in args.ingest_env:
-        if "=" not in item:
-            parser.error(f"--ingest-env={item} must have the form NAME=VALUE")
     if args.out is None:
         args.out = (
             ROOT / ".local" / "bench" / time.strftime("ingest-ceiling-%Y%m%d-%H%M%S")
@@ -307,7 +298,7 @@ class CeilingRun:
             topic=self.topic,
             cores=self.args.server_core,
             log_path=self.out / "ingest.log",
-            extra_env=dict(item.split("=", 1) for item in self.args.ingest_env),
+            extra_env=dict(self.args.ingest_env),
         )
         servers = {
             "no-op": (noop, f"http://127.0.0.1:{noop_port}"),

@@ -42,6 +42,7 @@ from ingest_services import (
     BenchTopic,
     ChildProcess,
     HelpFormatter,
+    add_ingest_env_argument,
     add_output_arguments,
     finite_float,
     free_port,
@@ -113,14 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="use the Kafka broker at host:port instead of starting the bench broker",
     )
-    parser.add_argument(
-        "--ingest-env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="environment variable for every ingest, e.g. "
-        "HBMON_INGEST_POLL_INTERVAL_MS=20; repeatable",
-    )
+    add_ingest_env_argument(parser)
     add_output_arguments(
         parser,
         "folder for checkouts, logs and results "
@@ -139,9 +133,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for revision in args.revisions:
         if revision != WORKING_TREE and not is_revision(revision):
             parser.error(f"{revision} is not a commit of this repository")
-    for item in args.ingest_env:
-        if "=" not in item:
-            parser.error(f"--ingest-env {item} must have the form NAME=VALUE")
     return args
 
 
@@ -301,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "ingest-compare-%Y%m%d-%H%M%S"
     )
     out.mkdir(parents=True, exist_ok=True)
-    extra_env = dict(item.split("=", 1) for item in args.ingest_env)
+    extra_env = dict(args.ingest_env)
     load = WrkLoad(
         mode="single",
         devices=args.devices,

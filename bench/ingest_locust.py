@@ -47,6 +47,7 @@ from ingest_services import (
     BenchTopic,
     ChildProcess,
     HelpFormatter,
+    add_ingest_env_argument,
     add_output_arguments,
     free_port,
     ingest_process,
@@ -142,13 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="1",
         help="core list for Locust and the bench broker (local runs)",
     )
-    parser.add_argument(
-        "--ingest-env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="environment variable for ingest; repeatable",
-    )
+    add_ingest_env_argument(parser)
 
     # Output and the scenario's own options.
     add_output_arguments(
@@ -291,7 +286,7 @@ class LocustRun:
             topic=self.topic,
             cores=self.server_cores,
             log_path=self.out / "ingest.log",
-            extra_env=dict(item.split("=", 1) for item in self.args.ingest_env),
+            extra_env=dict(self.args.ingest_env),
         )
         self.children.append(ingest.start())
         wait_ready(ingest, host + "/readyz")

@@ -384,6 +384,27 @@ def finite_float(text: str) -> float:
     return value
 
 
+def add_ingest_env_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the repeatable --ingest-env, read as `dict(args.ingest_env)`."""
+    parser.add_argument(
+        "--ingest-env",
+        action="append",
+        type=name_value,
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for every ingest that the run starts, e.g. "
+        "HBMON_INGEST_LINGER_MS=20; repeatable",
+    )
+
+
+def name_value(text: str) -> tuple[str, str]:
+    """Parse a command-line NAME=VALUE pair."""
+    name, sign, value = text.partition("=")
+    if not sign or not name:
+        raise argparse.ArgumentTypeError(f"{text} must have the form NAME=VALUE")
+    return name, value
+
+
 def add_output_arguments(parser: argparse.ArgumentParser, contents: str) -> None:
     """Add --out, the run's folder described as `contents`, and --json."""
     parser.add_argument("--out", type=Path, default=None, help=contents)

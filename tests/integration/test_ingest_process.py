@@ -94,7 +94,7 @@ def test_half_closed_requests_get_answers(
 
         assert response.startswith(b"HTTP/1.1 202"), response
 
-    # A body cut short cannot be answered: the connection closes at once.
+    # A body cut short gets no response, and the connection closes at once.
     cut_short = post_and_half_close(port, head.format(100).encode() + b'{"device')
     assert cut_short == b""
 

@@ -85,3 +85,11 @@ def test_bad_arguments_exit(argv: list[str]) -> None:
 
 def test_default_compares_head_with_working_tree() -> None:
     assert ingest_compare.parse_args([]).revisions == ["HEAD", "."]
+
+
+def test_ingest_env_reads_name_value_pairs() -> None:
+    args = ingest_compare.parse_args(
+        ["--ingest-env", "HBMON_INGEST_LINGER_MS=20", "--ingest-env", "A=b=c"]
+    )
+
+    assert dict(args.ingest_env) == {"HBMON_INGEST_LINGER_MS": "20", "A": "b=c"}
